@@ -1,0 +1,34 @@
+# gmmmem: build the book and run the tests in a local virtualenv (.venv).
+#   make book   build the book into _build/html (GMMMEM_SCALE defaults to `default`)
+#   make test   unit tests + every chapter via nbval (GMMMEM_SCALE defaults to `ci`)
+
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# On small CPU machines torch/OpenMP worker threads otherwise busy-wait between
+# parallel regions and starve the rest (kernels, the Jupyter machinery).
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: install test book clean
+
+install: $(STAMP)
+
+# Reinstall only when the pins or the package metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	touch $@
+
+test: install
+	GMMMEM_SCALE=$${GMMMEM_SCALE:-ci} $(PY) -m pytest
+
+book: install
+	GMMMEM_SCALE=$${GMMMEM_SCALE:-default} $(VENV)/bin/jupyter-book build -n -W --keep-going .
+
+clean:
+	rm -rf _build .pytest_cache .jupyter_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

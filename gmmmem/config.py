@@ -1,0 +1,26 @@
+"""The scale a chapter or a command runs at.
+
+One environment variable, ``GMMMEM_SCALE``, chooses it for the whole book:
+
+* ``ci``      -- tiny runs that check every claim in a few seconds (the CI setting);
+* ``default`` -- the book's figures, minutes on a laptop CPU (the default);
+* ``paper``   -- the authors' settings (long; meant for a GPU).
+"""
+
+from __future__ import annotations
+
+import os
+
+SCALES = ("ci", "default", "paper")
+
+
+def check_scale(scale: str) -> str:
+    """Return ``scale`` if it names a known scale, else raise ``ValueError``."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return scale
+
+
+def scale() -> str:
+    """The scale named by ``GMMMEM_SCALE`` (``default`` when unset)."""
+    return check_scale(os.environ.get("GMMMEM_SCALE", "default"))

@@ -1,0 +1,54 @@
+"""The device gmmmem computes on: CUDA when present, else the CPU.
+
+``GMMMEM_DEVICE`` (for example ``cpu``, ``cuda`` or ``cuda:1``) overrides the choice.
+Nothing else in gmmmem names a device.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import torch
+
+
+def default() -> torch.device:
+    """``GMMMEM_DEVICE`` if set, else ``cuda`` when available, else ``cpu``."""
+    name = os.environ.get("GMMMEM_DEVICE", "").strip()
+    if name and name != "auto":
+        return resolve(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve(device: str | torch.device | None) -> torch.device:
+    """Turn ``None`` / ``"auto"`` / a name into a usable device, with a clear error."""
+    if device is None or device == "auto":
+        return default()
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} requested but CUDA is not available")
+    return dev
+
+
+def tune_cpu_allocator() -> None:
+    """Keep freed memory in the process (glibc ``mallopt``), once per process.
+
+    By default glibc hands every freed block of more than a few MiB back to the system, so
+    the next tensor of that size pays a page fault per 4 KiB page: on a 2-core machine this
+    made training steps about 1.5x slower. Setting a fixed mmap threshold of 32 MiB and a
+    large trim threshold keeps such blocks for reuse. A no-op where glibc is absent.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
+    libc.mallopt(M_TRIM_THRESHOLD, 2**30)
+
+
+_allocator_tuned = False

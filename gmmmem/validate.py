@@ -1,0 +1,57 @@
+"""Checks of user input, each raising a ``ValueError`` that names the argument."""
+
+from __future__ import annotations
+
+import torch
+
+
+def points(x: torch.Tensor, name: str, *, dim: int | None = None) -> torch.Tensor:
+    """A non-empty, finite float tensor of shape (n, d) (d == ``dim`` when given)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} has dimension {x.shape[1]}, expected {dim}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def variance(var: float | torch.Tensor, name: str = "var") -> float | torch.Tensor:
+    """A finite, non-negative scalar."""
+    if isinstance(var, torch.Tensor):
+        if var.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got shape {tuple(var.shape)}")
+        value = float(var.detach())
+    else:
+        value = float(var)
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return var
+
+
+def times(t: float | torch.Tensor, name: str = "t") -> float | torch.Tensor:
+    """Times strictly inside (0, 1), where alpha_t and sigma_t are both positive."""
+    bad = ~((torch.as_tensor(t) > 0) & (torch.as_tensor(t) < 1))
+    if bad.any():
+        raise ValueError(f"{name} must lie in the open interval (0, 1), got {t}")
+    return t
+
+
+def model_size(M: int, N: int, name: str = "M") -> int:
+    """A model size 1 <= M <= N."""
+    if int(M) != M or not 1 <= M <= N:
+        raise ValueError(f"{name} must be an integer with 1 <= {name} <= N = {N}, got {M}")
+    return int(M)
+
+
+def positive_int(n: int, name: str) -> int:
+    """An integer >= 1."""
+    if int(n) != n or n < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {n}")
+    return int(n)
