@@ -1,0 +1,241 @@
+r"""The phase-transition experiment (Figure 2): train mixtures of growing size M and measure.
+
+For one configuration (dimension d, K true components, N training points) this trains one
+mixture denoiser per model size M (all sizes at once, :func:`gmmmem.train.train_gmm`) and
+records, per size:
+
+* the memorization ratio of samples drawn with the DDIM sampler over the 26 times;
+* the training and test losses of the trained model at every time (x0 units, Monte Carlo);
+* the reference losses at every time: the true mixture (generalizing), the memorizing
+  denoiser (all N training points) and the partially memorizing one (the M training points
+  the model started from), on the training and on the test set;
+* the learned variance and where the learned means sit (:func:`gmmmem.metrics.means_statistics`).
+
+The transition is summarized by ``transition = (start, end)``: the smallest model sizes
+whose ratio reaches 0.1 and 0.9.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import metrics, provenance, validate
+from .config import check_scale
+from .device import resolve
+from .diffusion import time_grid
+from .losses import mc_losses
+from .mixtures import IsoGMM, gmm_denoise, random_iso_gmm
+from .sampling import ddim_sample
+from .train import TrainConfig, pmem_init_order, train_gmm
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a trained model is measured: generated samples and Monte Carlo noise draws."""
+
+    num_samples: int
+    loss_draws: int
+
+
+EVAL_PRESETS = {
+    "ci": EvalConfig(num_samples=100, loss_draws=10),
+    "default": EvalConfig(num_samples=200, loss_draws=50),
+    "paper": EvalConfig(num_samples=200, loss_draws=100),
+}
+
+#: Ratio levels that mark the start and the end of the transition.
+TRANSITION_LEVELS = (0.1, 0.9)
+
+#: How many points of the loss history are kept in a result file.
+HISTORY_POINTS = 200
+
+
+def transition(model_sizes: Sequence[int], ratio: Sequence[float]) -> tuple[int | None, int | None]:
+    """The smallest model sizes whose memorization ratio reaches 0.1 and 0.9 (None: never)."""
+    found = []
+    for level in TRANSITION_LEVELS:
+        hits = [M for M, r in zip(model_sizes, ratio) if r >= level]
+        found.append(min(hits) if hits else None)
+    return found[0], found[1]
+
+
+def midpoint(model_sizes: Sequence[int], ratio: Sequence[float]) -> float | None:
+    """The model size where the ratio first reaches 0.5, interpolated linearly (None: never)."""
+    for k, r in enumerate(ratio):
+        if r >= 0.5:
+            if k == 0:
+                return float(model_sizes[0])
+            r0, M0, M1 = ratio[k - 1], model_sizes[k - 1], model_sizes[k]
+            return float(M0 + (0.5 - r0) / (r - r0) * (M1 - M0))
+    return None
+
+
+@dataclass
+class PhaseTransitionResult:
+    """Everything measured in one phase-transition run; arrays are per (size, time)."""
+
+    d: int
+    K: int
+    N: int
+    model_sizes: list[int]
+    times: list[float]
+    memorization_ratio: list[float]
+    train_loss: list[list[float]]
+    test_loss: list[list[float]]
+    reference: dict[str, Any]
+    learned_var: list[float]
+    means_stats: list[dict[str, float]]
+    loss_history: dict[str, Any]
+    arrays: dict[str, Any] = field(repr=False)
+    provenance: dict[str, Any] = field(repr=False)
+
+    @property
+    def transition(self) -> tuple[int | None, int | None]:
+        """(start, end): smallest sizes with memorization ratio >= 0.1 and >= 0.9."""
+        return transition(self.model_sizes, self.memorization_ratio)
+
+    @property
+    def midpoint(self) -> float | None:
+        """M_pt: the model size where the ratio reaches 0.5 (linear interpolation)."""
+        return midpoint(self.model_sizes, self.memorization_ratio)
+
+    def time_index(self, t: float) -> int:
+        """Index of the grid time nearest to ``t``."""
+        return int(np.argmin(np.abs(np.asarray(self.times) - t)))
+
+    def learned_means(self, k: int) -> np.ndarray:
+        """Learned means of the ``k``-th size, (M, d)."""
+        return np.asarray(self.arrays["learned_means"][k])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result as JSON (atomically)."""
+        return provenance.write_json_atomic(path, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PhaseTransitionResult":
+        """Read a result written by :meth:`save`."""
+        with open(path) as f:
+            raw = json.load(f)
+        missing = {f.name for f in dataclasses.fields(cls)} - raw.keys()
+        if missing:
+            raise ValueError(f"{path} is not a phase-transition result: missing {sorted(missing)}")
+        return cls(**raw)
+
+
+def _losses(denoisers, X, times, draws, seed):
+    """MC losses (S, T) of several denoisers on common noise, seeded."""
+    gen = torch.Generator(device=X.device).manual_seed(seed)
+    mean, _ = mc_losses(denoisers, X, times, draws, gen)
+    return mean
+
+
+def make_data(d: int, K: int, N: int, seed: int, device: torch.device):
+    """The true mixture, N training points and N test points, all from ``seed`` (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    gmm = random_iso_gmm(d, K, generator=gen, dtype=torch.float64)
+    X, _ = gmm.sample(N, gen)
+    X_test, _ = gmm.sample(N, gen)
+    return IsoGMM(gmm.means.to(device), 1.0), X.to(device), X_test.to(device)
+
+
+def phase_transition(
+    d: int,
+    K: int,
+    N: int,
+    model_sizes: Sequence[int] | None = None,
+    scale: str = "default",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    *,
+    config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    progress: bool | None = None,
+) -> PhaseTransitionResult:
+    """Run the phase-transition experiment for one configuration.
+
+    ``model_sizes`` defaults to N/10, 2N/10, ..., N. ``scale`` picks the training and
+    evaluation presets; ``config`` / ``eval_config`` override them. Data, initialization,
+    training noise and evaluation noise all derive from ``seed``.
+    """
+    for name, value in (("d", d), ("K", K), ("N", N)):
+        validate.positive_int(value, name)
+    if N < 2:
+        raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
+    check_scale(scale)
+    if model_sizes is None:
+        model_sizes = sorted({max(1, round(N * k / 10)) for k in range(1, 11)})
+    sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
+    if sorted(set(sizes)) != sizes:
+        raise ValueError(f"model_sizes must be strictly increasing, got {list(model_sizes)}")
+    config = config or TrainConfig.preset(scale, seed=seed)
+    ev = eval_config or EVAL_PRESETS[scale]
+    dev = resolve(device)
+    began = time.perf_counter()
+
+    truth, X, X_test = make_data(d, K, N, seed, dev)
+    trained = train_gmm(X, sizes, config, dev, progress=progress)
+    times = time_grid(dtype=torch.float64)
+    order = pmem_init_order(N, config.seed).to(dev)
+
+    def mixture(means, var):
+        means = means.to(dev, torch.float64)
+        return lambda x, t: gmm_denoise(x, t, means, var)
+
+    models = [mixture(m, v) for m, v in zip(trained.means, trained.var)]
+    pmems = [mixture(X[order[:M]], 0.0) for M in sizes]
+    refs = [truth.denoise, mixture(X, 0.0)]
+
+    gen = torch.Generator(device=dev).manual_seed(seed + 1)
+    ratio = [
+        metrics.memorization_ratio(
+            ddim_sample(den, ev.num_samples, d, times, gen, dtype=torch.float64, device=dev), X
+        )
+        for den in models
+    ]
+    results = {}
+    for split, data in (("train", X), ("test", X_test)):
+        results[split] = _losses(models + pmems + refs, data, times, ev.loss_draws, seed + 2)
+    S = len(sizes)
+    stats = [
+        dataclasses.asdict(metrics.means_statistics(m.to(dev, torch.float64), truth.means, X))
+        for m in trained.means
+    ]
+    keep = np.unique(np.linspace(0, config.steps - 1, HISTORY_POINTS).round().astype(int))
+    settings = {
+        "experiment": "phase_transition",
+        "d": d, "K": K, "N": N, "seed": seed, "scale": scale,
+        "model_sizes": sizes,
+        "train_config": dataclasses.asdict(config),
+        "eval_config": dataclasses.asdict(ev),
+        "train_seconds": round(trained.seconds, 2),
+    }
+    return PhaseTransitionResult(
+        d=d, K=K, N=N,
+        model_sizes=sizes,
+        times=times.tolist(),
+        memorization_ratio=ratio,
+        train_loss=results["train"][:S].tolist(),
+        test_loss=results["test"][:S].tolist(),
+        reference={
+            f"{name}_{split}": (results[split][S:2 * S] if name == "pmem" else results[split][idx]).tolist()
+            for split in ("train", "test")
+            for name, idx in (("true", 2 * S), ("mem", 2 * S + 1), ("pmem", None))
+        },
+        learned_var=trained.var,
+        means_stats=stats,
+        loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist()},
+        arrays={
+            "learned_means": [m.tolist() for m in trained.means],
+            "true_means": truth.means.cpu().tolist(),
+            "X": X.cpu().tolist(),
+        },
+        provenance=provenance.record(settings, dev, time.perf_counter() - began),
+    )

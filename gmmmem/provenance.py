@@ -1,0 +1,77 @@
+"""Where a result came from: settings, code version, machine and time.
+
+Every file in ``data/`` carries such a record, so a number in the book can be traced to
+the command, code and device that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, suffixed ``-dirty`` when gmmmem/ has uncommitted edits.
+
+    ``GMMMEM_GIT_COMMIT`` names it instead, for a copy of the tree made without ``.git``.
+    """
+    if os.environ.get("GMMMEM_GIT_COMMIT"):
+        return os.environ["GMMMEM_GIT_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gmmmem"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name of the device: the GPU model, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def record(settings: dict[str, Any], device: torch.device, seconds: float) -> dict[str, Any]:
+    """The provenance record of a run with these ``settings`` (JSON-serializable)."""
+    return {
+        "settings": settings,
+        "gmmmem_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "device_name": device_name(device),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": round(seconds, 2),
+    }
+
+
+def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
