@@ -10,6 +10,7 @@ One environment variable, ``GMMMEM_SCALE``, chooses it for the whole book:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 SCALES = ("ci", "default", "paper")
 
@@ -24,3 +25,8 @@ def check_scale(scale: str) -> str:
 def scale() -> str:
     """The scale named by ``GMMMEM_SCALE`` (``default`` when unset)."""
     return check_scale(os.environ.get("GMMMEM_SCALE", "default"))
+
+
+def data_dir() -> Path:
+    """Folder of the committed results: ``GMMMEM_DATA`` if set, else ``data/`` of the repository."""
+    return Path(os.environ.get("GMMMEM_DATA", Path(__file__).resolve().parent.parent / "data"))

@@ -88,15 +88,18 @@ class TrainConfig:
         return self.peak_lr + (self.final_lr - self.peak_lr) * frac
 
 
-#: ``paper`` is the authors' setting; ``default`` and ``ci`` are the CPU settings that
-#: chapter 3 checks against it.
+#: ``paper`` is the authors' setting. ``default`` keeps their learning-rate schedule shape,
+#: optimizer and update EMA with a 3x larger learning rate, 30,000 steps and 5 noise draws:
+#: chapter 3 shows it reaches the same transition as ``paper`` (the number of steps, not the
+#: draws, is what the learned variance needs to grow). ``ci`` is the same recipe, shorter,
+#: for small configurations.
 PRESETS = {
     "paper": TrainConfig(steps=50_000, peak_lr=1e-3, final_lr=1e-6, warmup_frac=0.05,
                          num_draws=100, update_ema=0.99),
-    "default": TrainConfig(steps=4_000, peak_lr=1e-2, final_lr=1e-5, warmup_frac=0.05,
-                           num_draws=20, update_ema=0.0),
-    "ci": TrainConfig(steps=1_000, peak_lr=2e-2, final_lr=2e-5, warmup_frac=0.05,
-                      num_draws=10, update_ema=0.0),
+    "default": TrainConfig(steps=30_000, peak_lr=3e-3, final_lr=3e-6, warmup_frac=0.05,
+                           num_draws=5, update_ema=0.99),
+    "ci": TrainConfig(steps=20_000, peak_lr=3e-3, final_lr=3e-6, warmup_frac=0.05,
+                      num_draws=2, update_ema=0.99),
 }
 
 
