@@ -6,7 +6,8 @@ Measured (on the machine it runs on), all at d = 30, N = 100:
 
 1. seconds per step of one model, M = 50 and M = 100, 100 noise draws (the authors' setting);
 2. the ten-size sweep M = 10, 20, ..., 100 trained batched (one program) against a plain
-   loop that trains one size at a time with the same code, 100 draws;
+   loop that trains one size at a time with the same code, at 100 draws (the authors') and
+   at 5 draws (the ``default`` recipe);
 3. the full Figure 2 training sweep at each scale named by ``--sweeps`` (the ``paper`` one is
    50,000 steps: run it where that is affordable, otherwise it is extrapolated from (2)).
 """
@@ -58,11 +59,14 @@ def main() -> None:
     for M in (50, 100):
         figures[f"step_seconds_M{M}"] = seconds_per_step(X, [M], args.steps, dev)
         print(f"one model, M = {M}, 100 draws: {1e3 * figures[f'step_seconds_M{M}']:.1f} ms/step")
-    batched = seconds_per_step(X, SIZES, args.steps, dev)
-    looped = sum(seconds_per_step(X, [M], args.steps, dev) for M in SIZES)
-    figures.update(step_seconds_batched_10_sizes=batched, step_seconds_loop_10_sizes=looped)
-    print(f"ten sizes, 100 draws: batched {1e3 * batched:.1f} ms/step, "
-          f"one at a time {1e3 * looped:.1f} ms/step ({looped / batched:.1f}x)")
+    for draws, suffix in ((100, ""), (5, "_5_draws")):
+        batched = seconds_per_step(X, SIZES, args.steps, dev, draws)
+        looped = sum(seconds_per_step(X, [M], args.steps, dev, draws) for M in SIZES)
+        figures[f"step_seconds_batched_10_sizes{suffix}"] = batched
+        figures[f"step_seconds_loop_10_sizes{suffix}"] = looped
+        print(f"ten sizes, {draws} draws: batched {1e3 * batched:.1f} ms/step, "
+              f"one at a time {1e3 * looped:.1f} ms/step ({looped / batched:.1f}x)")
+    batched = figures["step_seconds_batched_10_sizes"]
     paper = TrainConfig.preset("paper")
     figures["paper_sweep_seconds_extrapolated"] = batched * paper.steps
     print(f"paper sweep (10 sizes x {paper.steps} steps) extrapolated: "
