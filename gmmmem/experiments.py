@@ -137,6 +137,16 @@ def _losses(denoisers, X, times, draws, seed):
     return mean
 
 
+def _reference_losses(losses: dict[str, np.ndarray], S: int) -> dict[str, list]:
+    """Split the (2S + 2, T) loss rows [trained..., pmem..., true, mem] into named lists."""
+    reference = {}
+    for split, rows in losses.items():
+        reference[f"pmem_{split}"] = rows[S : 2 * S].tolist()
+        reference[f"true_{split}"] = rows[2 * S].tolist()
+        reference[f"mem_{split}"] = rows[2 * S + 1].tolist()
+    return reference
+
+
 def make_data(d: int, K: int, N: int, seed: int, device: torch.device):
     """The true mixture, N training points and N test points, all from ``seed`` (float64)."""
     gen = torch.Generator().manual_seed(seed)
@@ -189,7 +199,7 @@ def phase_transition(
         means = means.to(dev, torch.float64)
         return lambda x, t: gmm_denoise(x, t, means, var)
 
-    models = [mixture(m, v) for m, v in zip(trained.means, trained.var)]
+    models = [trained.denoiser(k) for k in range(len(sizes))]
     pmems = [mixture(X[order[:M]], 0.0) for M in sizes]
     refs = [truth.denoise, mixture(X, 0.0)]
 
@@ -200,9 +210,8 @@ def phase_transition(
         )
         for den in models
     ]
-    results = {}
-    for split, data in (("train", X), ("test", X_test)):
-        results[split] = _losses(models + pmems + refs, data, times, ev.loss_draws, seed + 2)
+    losses = {split: _losses(models + pmems + refs, data, times, ev.loss_draws, seed + 2)
+              for split, data in (("train", X), ("test", X_test))}
     S = len(sizes)
     stats = [
         dataclasses.asdict(metrics.means_statistics(m.to(dev, torch.float64), truth.means, X))
@@ -222,13 +231,9 @@ def phase_transition(
         model_sizes=sizes,
         times=times.tolist(),
         memorization_ratio=ratio,
-        train_loss=results["train"][:S].tolist(),
-        test_loss=results["test"][:S].tolist(),
-        reference={
-            f"{name}_{split}": (results[split][S:2 * S] if name == "pmem" else results[split][idx]).tolist()
-            for split in ("train", "test")
-            for name, idx in (("true", 2 * S), ("mem", 2 * S + 1), ("pmem", None))
-        },
+        train_loss=losses["train"][:S].tolist(),
+        test_loss=losses["test"][:S].tolist(),
+        reference=_reference_losses(losses, S),
         learned_var=trained.var,
         means_stats=stats,
         loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist()},

@@ -35,3 +35,29 @@ def single_gaussian_loss(X: torch.Tensor, t: float, mean: torch.Tensor, var: flo
     r = a * var / (a * a * var + t * t)
     dist2 = ((mean - X) ** 2).sum(-1)
     return float(((1 - a * r) ** 2 * dist2 + r * r * t * t * X.shape[1]).mean())
+
+
+def dense_template_posterior_mean(x_t, t, templates, color_means, color_var):
+    r"""E[x_0 | x_t] of the coloured-template mixture from dense (3hw x 3hw) covariances.
+
+    Component j: x_0 = c ⊗ T_j, c ~ N(mu_j, s_j^2 I_3), so m_j = mu_j ⊗ T_j and
+    Sigma_j = s_j^2 B_j B_j^T with B_j = I_3 ⊗ vec(T_j) (3hw x 3). The posterior is
+    w_j ∝ N(x_t; a m_j, a^2 Sigma_j + sigma^2 I) (MultivariateNormal.log_prob) and
+    E[x_0 | x_t, j] = m_j + a Sigma_j C_j^{-1} (x_t - a m_j). ``x_t`` (n, 3, h, w), ``t`` a float,
+    ``color_var`` a float or a list of M floats. float64 throughout.
+    """
+    n, M = x_t.shape[0], templates.shape[0]
+    D = x_t[0].numel()
+    a, s2 = (1 - t * t) ** 0.5, t * t
+    var = torch.as_tensor(color_var, dtype=torch.float64).expand(M)
+    x = x_t.reshape(n, D)
+    logs, cond = [], []
+    for j in range(M):
+        m = (color_means[j][:, None, None] * templates[j]).reshape(D)
+        B = torch.kron(torch.eye(3, dtype=torch.float64), templates[j].reshape(-1, 1))
+        sigma_j = var[j] * B @ B.T
+        C = a * a * sigma_j + s2 * torch.eye(D, dtype=torch.float64)
+        logs.append(torch.distributions.MultivariateNormal(a * m, covariance_matrix=C).log_prob(x))
+        cond.append(m + torch.linalg.solve(C, (x - a * m).T).T @ (a * sigma_j))
+    w = torch.softmax(torch.stack(logs, -1), -1)
+    return (w[:, :, None] * torch.stack(cond, 1)).sum(1).reshape(x_t.shape)
