@@ -1,9 +1,10 @@
 r"""Image-like low-rank data: coloured grayscale templates (the paper's Figures 5-6).
 
 A sample is a grayscale template :math:`T_k \in [0,1]^{h\times w}` times a random colour
-:math:`c \sim N(\mu_k, s_c^2 I_3)`: the image :math:`x_0 = c \otimes T_k \in \mathbb{R}^{3\times h\times w}`
-has channel :math:`i` equal to :math:`c_i T_k`. With uniform weights over :math:`K` templates the data
-are a mixture of rank-3 Gaussians in :math:`\mathbb{R}^{D}`, :math:`D = 3hw`: component :math:`k` has mean
+:math:`c \sim N(\mu_k, s_c^2 I_3)`: the image
+:math:`x_0 = c \otimes T_k \in \mathbb{R}^{3\times h\times w}` has channel :math:`i` equal to
+:math:`c_i T_k`. With uniform weights over :math:`K` templates the data are a mixture of rank-3
+Gaussians in :math:`\mathbb{R}^{D}`, :math:`D = 3hw`: component :math:`k` has mean
 :math:`\mu_k \otimes T_k` and covariance :math:`s_c^2 (I_3 \otimes T_k T_k^\top)`.
 
 Posterior mean (derivation). Fix component :math:`j`, write :math:`n_j = \|T_j\|`,
@@ -18,8 +19,9 @@ under :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`,
     \qquad \lambda_j = \alpha_t^2 s_c^2 n_j^2 .
 
 :math:`C_j` has eigenvalue :math:`\sigma_t^2` on :math:`\operatorname{range}(P_j)^\perp` and
-:math:`\sigma_t^2 + \lambda_j` on :math:`\operatorname{range}(P_j)`, so (Woodbury / the matrix determinant
-lemma in closed form) :math:`C_j^{-1} = (I - P_j)/\sigma_t^2 + P_j/(\sigma_t^2 + \lambda_j)` and
+:math:`\sigma_t^2 + \lambda_j` on :math:`\operatorname{range}(P_j)`, so (Woodbury and the matrix
+determinant lemma, here in closed form)
+:math:`C_j^{-1} = (I - P_j)/\sigma_t^2 + P_j/(\sigma_t^2 + \lambda_j)` and
 :math:`\log\det C_j = D\log\sigma_t^2 + 3\log(1 + \lambda_j/\sigma_t^2)`. With the colour
 projections :math:`p_j = (\langle x_t^{(i)}, u_j\rangle)_{i=1}^3 \in \mathbb{R}^3` one has
 :math:`P_j x_t = p_j \otimes u_j`, :math:`\|(I-P_j)x_t\|^2 = \|x_t\|^2 - \|p_j\|^2`, and the
@@ -40,8 +42,8 @@ also the common :math:`-\|x_t\|^2 / (2\sigma_t^2)`, the posterior weights are
         - \frac{\|p_j - \alpha_t n_j \mu_j\|^2}{2(\sigma_t^2 + \lambda_j)}
         - \frac32 \log\Big(1 + \frac{\lambda_j}{\sigma_t^2}\Big)\Big).
 
-The log-determinant term depends on :math:`j` through :math:`n_j` and is kept. Only :math:`p_j` carries
-information about :math:`c` (:math:`p_j = \alpha_t n_j c + \sigma_t \varepsilon'`,
+The log-determinant term depends on :math:`j` through :math:`n_j` and is kept. Only :math:`p_j`
+carries information about :math:`c` (:math:`p_j = \alpha_t n_j c + \sigma_t \varepsilon'`,
 :math:`\varepsilon' \sim N(0, I_3)`), so
 
 .. math::
@@ -51,8 +53,8 @@ information about :math:`c` (:math:`p_j = \alpha_t n_j c + \sigma_t \varepsilon'
     D(x_t) = \mathbb{E}[x_0 \mid x_t] = \sum_j w_j(x_t)\, \mathbb{E}[c \mid x_t, j] \otimes T_j .
 
 Everything is two matrix products over the flattened pixels, :math:`O(M h w)` per image; no
-:math:`D \times D` matrix is formed. At :math:`s_c^2 = 0`, :math:`\lambda_j = g_j = 0` and the logits
-become :math:`(\alpha_t\langle x_t, m_j\rangle - \alpha_t^2\|m_j\|^2/2)/\sigma_t^2` with
+:math:`D \times D` matrix is formed. At :math:`s_c^2 = 0`, :math:`\lambda_j = g_j = 0` and the
+logits become :math:`(\alpha_t\langle x_t, m_j\rangle - \alpha_t^2\|m_j\|^2/2)/\sigma_t^2` with
 :math:`m_j = \mu_j \otimes T_j`: the memorizing denoiser of the point masses :math:`m_j`. No square
 root of :math:`s_c^2` appears, so values and gradients stay finite at :math:`s_c^2 = 0`.
 A template of zero norm has no direction :math:`u_j`; :func:`lowrank_denoise` and
@@ -227,16 +229,19 @@ def _check_model(
 ) -> None:
     """Templates (M, h, w) of non-zero norm, colour means (M, 3), a colour variance >= 0."""
     if not isinstance(templates, torch.Tensor) or templates.ndim != 3:
-        shape = tuple(templates.shape) if isinstance(templates, torch.Tensor) else type(templates).__name__
-        raise ValueError(f"templates must be a tensor of shape (M, h, w), got {shape}")
-    validate.points(templates.reshape(templates.shape[0], -1), "templates")
+        got = tuple(templates.shape) if isinstance(templates, torch.Tensor) else templates
+        raise ValueError(f"templates must be a tensor of shape (M, h, w), got {got!r}")
+    validate.points(templates.flatten(1), "templates")
     zero = (templates.flatten(1).abs().amax(1) == 0).nonzero().flatten()
     if len(zero):
-        raise ValueError(f"templates {zero.tolist()} are all zero (a template needs a non-zero norm)")
+        raise ValueError(
+            f"templates {zero.tolist()} are all zero (a template needs a non-zero norm)"
+        )
     validate.points(color_means, "color_means", dim=3)
     if color_means.shape[0] != templates.shape[0]:
         raise ValueError(
-            f"color_means has {color_means.shape[0]} rows but there are {templates.shape[0]} templates"
+            f"color_means has {color_means.shape[0]} rows "
+            f"but there are {templates.shape[0]} templates"
         )
     validate.variance(color_var, "color_var")
 

@@ -12,9 +12,10 @@ TIMES = [0.001, 0.2, 0.5, 0.8, 0.999]
 
 
 def _model(M, h, w, seed, *, zero_means=False, dtype=F64):
-    """Templates in [0, 1] of clearly different norms (scales 0.5 .. 2.5) and colour means."""
+    """Non-negative templates of clearly different norms (scales 0.5 .. 2.5), colour means."""
     g = torch.Generator().manual_seed(seed)
-    T = torch.rand(M, h, w, generator=g, dtype=F64) * torch.linspace(0.5, 2.5, M, dtype=F64)[:, None, None]
+    scales = torch.linspace(0.5, 2.5, M, dtype=F64)[:, None, None]
+    T = torch.rand(M, h, w, generator=g, dtype=F64) * scales
     mu = torch.zeros(M, 3, dtype=F64) if zero_means else torch.randn(M, 3, generator=g, dtype=F64)
     return g, T.to(dtype), mu.to(dtype)
 
@@ -22,7 +23,8 @@ def _model(M, h, w, seed, *, zero_means=False, dtype=F64):
 def _noisy(g, T, mu, t, n, var=0.5):
     """Noised samples of the mixture, midpoints between them (mixed posteriors) and far points."""
     x0, _ = ColoredTemplates(T, mu, max(var, 0.3)).sample(n, g)
-    x0 = torch.cat([x0, 0.5 * (x0[: n // 2] + x0[n // 2 :]), 5 * torch.randn(4, *x0.shape[1:], generator=g, dtype=x0.dtype)])
+    far = 5 * torch.randn(4, *x0.shape[1:], generator=g, dtype=x0.dtype)
+    x0 = torch.cat([x0, 0.5 * (x0[: n // 2] + x0[n // 2 :]), far])
     return (1 - t * t) ** 0.5 * x0 + t * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
 
 
@@ -109,7 +111,8 @@ def test_batched_times_and_leading_dims():
     t = torch.rand(2, 6, generator=g, dtype=F64) * 0.99 + 0.005
     x0, _ = ColoredTemplates(T, mu, 0.7).sample(12, g)
     x0 = x0.reshape(2, 6, 3, 3, 3)
-    x_t = torch.sqrt(1 - t * t)[..., None, None, None] * x0 + t[..., None, None, None] * torch.randn(x0.shape, generator=g, dtype=F64)
+    eps = torch.randn(x0.shape, generator=g, dtype=F64)
+    x_t = torch.sqrt(1 - t * t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
     got = lowrank_denoise(x_t, t, T, mu, 0.7)
     assert got.shape == x_t.shape
     for i in range(2):
@@ -231,10 +234,14 @@ def test_bad_inputs_raise_clear_value_errors():
         (lambda: lowrank_denoise(x, 0.0, T, mu, 1.0), "t must lie in the open interval"),
         (lambda: lowrank_denoise(x, 1.0, T, mu, 1.0), "t must lie in the open interval"),
         (lambda: lowrank_denoise(x, torch.full((3,), 0.5), T, mu, 1.0), "does not broadcast"),
-        (lambda: lowrank_denoise(x[..., :4], 0.5, T, mu, 1.0), r"x_t must have shape \(\.\.\., 3, 4, 5\)"),
+        (lambda: lowrank_denoise(x[..., :4], 0.5, T, mu, 1.0),
+         r"x_t must have shape \(\.\.\., 3, 4, 5\), got \(2, 3, 4, 4\)"),
         (lambda: lowrank_denoise(x[:, :2], 0.5, T, mu, 1.0), r"x_t must have shape"),
         (lambda: lowrank_denoise(x.long(), 0.5, T, mu, 1.0), "x_t must be a floating-point"),
-        (lambda: lowrank_denoise(x, 0.5, torch.cat([T[:2], 0 * T[:1]]), mu, 1.0), r"templates \[2\] are all zero"),
+        (lambda: lowrank_denoise(x, 0.5, T.clone().index_fill_(0, torch.tensor([2]), 0.0), mu, 1.0),
+         r"templates \[2\] are all zero"),
+        (lambda: lowrank_denoise(x, 0.5, T[:0], mu[:0], 1.0), "templates is empty"),
+        (lambda: ColoredTemplates(T.tolist(), mu, 1.0), "templates must be a tensor"),
         (lambda: lowrank_denoise(x, 0.5, T * torch.nan, mu, 1.0), "templates contains NaN"),
         (lambda: ColoredTemplates(T, mu[:2], 1.0), "color_means has 2 rows"),
         (lambda: ColoredTemplates(T, mu, float("nan")), "color_var"),
