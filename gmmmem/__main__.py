@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import SCALES
 
@@ -21,11 +22,13 @@ def _phase_transition(args: argparse.Namespace) -> None:
         if value is not None
     }
     config = TrainConfig.preset(args.scale, seed=args.seed, **overrides)
+    checkpoint = Path(args.checkpoint or f"{args.out}.checkpoint")
     result = phase_transition(
         args.d, args.K, args.N, args.sizes, args.scale, args.seed, args.device,
-        config=config, progress=not args.no_progress,
+        config=config, progress=not args.no_progress, checkpoint=checkpoint,
     )
     result.save(args.out)
+    checkpoint.unlink(missing_ok=True)
     start, end = result.transition
     print(f"memorization ratio by model size: "
           + ", ".join(f"{M}: {r:.2f}" for M, r in zip(result.model_sizes, result.memorization_ratio)))
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     pt.add_argument("--final-lr", type=float, help="override the preset's final learning rate")
     pt.add_argument("--draws", type=int, help="override the preset's noise draws per point")
     pt.add_argument("--ema", type=float, help="override the preset's update EMA (0 = off)")
+    pt.add_argument("--checkpoint", help="training checkpoint file (default: OUT.checkpoint); "
+                    "rerunning an interrupted command resumes from it; removed once OUT is written")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
     pt.set_defaults(run=_phase_transition)
 

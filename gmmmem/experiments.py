@@ -168,12 +168,14 @@ def phase_transition(
     config: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
     progress: bool | None = None,
+    checkpoint: str | Path | None = None,
 ) -> PhaseTransitionResult:
     """Run the phase-transition experiment for one configuration.
 
     ``model_sizes`` defaults to N/10, 2N/10, ..., N. ``scale`` picks the training and
     evaluation presets; ``config`` / ``eval_config`` override them. Data, initialization,
-    training noise and evaluation noise all derive from ``seed``.
+    training noise and evaluation noise all derive from ``seed``. ``checkpoint`` (a file)
+    lets an interrupted training resume (:func:`gmmmem.train.train_gmm`).
     """
     for name, value in (("d", d), ("K", K), ("N", N)):
         validate.positive_int(value, name)
@@ -191,7 +193,7 @@ def phase_transition(
     began = time.perf_counter()
 
     truth, X, X_test = make_data(d, K, N, seed, dev)
-    trained = train_gmm(X, sizes, config, dev, progress=progress)
+    trained = train_gmm(X, sizes, config, dev, progress=progress, checkpoint=checkpoint)
     times = time_grid(dtype=torch.float64)
     order = pmem_init_order(N, config.seed).to(dev)
 

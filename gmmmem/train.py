@@ -24,9 +24,12 @@ exactly the trajectory it would follow alone with the same seed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -117,6 +120,17 @@ class _Adam:
         self.u = [torch.zeros_like(p) for p in params] if ema > 0 else None
         self.ema = ema
         self.count = 0
+
+    def state(self) -> dict:
+        """The optimizer's state, for a checkpoint."""
+        return {"m": self.m, "v": self.v, "u": self.u, "count": self.count}
+
+    def load(self, state: dict) -> None:
+        """Restore a state made by :meth:`state` (in place, keeping devices)."""
+        for mine, saved in ((self.m, state["m"]), (self.v, state["v"]), (self.u, state["u"])):
+            for a, b in zip(mine or [], saved or []):
+                a.copy_(b)
+        self.count = state["count"]
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], lr: float) -> None:
@@ -214,6 +228,38 @@ def _loss_and_grad(
     return loss, g_means, g_var * 2.0 * var.view(-1)
 
 
+def _checkpoint_key(X, sizes, config, init_means, dtype) -> dict:
+    """What a checkpoint must match to be resumed: data, sizes, settings, start, dtype."""
+    digest = lambda t: hashlib.sha256(t.detach().cpu().double().numpy().tobytes()).hexdigest()  # noqa: E731
+    return {"data": digest(X), "sizes": list(sizes), "config": dataclasses.asdict(config),
+            "init": None if init_means is None else digest(init_means), "dtype": str(dtype)}
+
+
+def _save_atomic(state: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path, key, means, log_std, opt, gen, history) -> int:
+    """Load a checkpoint into the training state in place; returns the step to start from."""
+    state = torch.load(path, map_location=means.device, weights_only=False)
+    if state.get("key") != key:
+        raise ValueError(
+            f"checkpoint {path} was made with other data, model sizes or settings; "
+            "delete it or pass another checkpoint path"
+        )
+    means.copy_(state["means"])
+    log_std.copy_(state["log_std"])
+    opt.load(state["adam"])
+    gen.set_state(state["generator"])
+    step = state["step"]
+    history[:step] = state["history"]
+    return step
+
+
 def train_gmm(
     X: torch.Tensor,
     model_sizes: Sequence[int],
@@ -223,6 +269,8 @@ def train_gmm(
     init_means: torch.Tensor | None = None,
     progress: bool | None = None,
     dtype: torch.dtype = torch.float32,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
 ) -> TrainedMixtures:
     """Train one mixture denoiser per model size on the training points ``X`` (N, d).
 
@@ -230,12 +278,19 @@ def train_gmm(
     at its first M rows, variance ``config.init_var``). ``progress`` shows a tqdm bar (None:
     only on a terminal). Returns the learned means and variance of each size and the loss
     history (steps, sizes), all on the CPU.
+
+    With ``checkpoint`` (a file path) the full training state (parameters, optimizer, random
+    generator, loss history) is saved there atomically every ``checkpoint_every`` steps and
+    at the end; a run started with an existing checkpoint resumes from it, so an interrupted
+    run loses at most ``checkpoint_every`` steps and ends exactly as an uninterrupted one. A
+    checkpoint made with other data, sizes or settings is refused.
     """
     validate.points(X, "X")
     N, d = X.shape
     sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
     if not sizes:
         raise ValueError("model_sizes is empty")
+    validate.positive_int(checkpoint_every, "checkpoint_every")
     dev = resolve(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
@@ -264,32 +319,47 @@ def train_gmm(
     opt = _Adam([means, log_std], config.update_ema)
     history = torch.empty(config.steps, S, device=dev, dtype=dtype)
 
+    key = _checkpoint_key(X, sizes, config, init_means, dtype)
+    first = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        first = _resume(checkpoint, key, means, log_std, opt, gen, history)
+
+    def save(step: int) -> None:
+        if checkpoint is not None:
+            state = {"key": key, "step": step, "means": means, "log_std": log_std,
+                     "adam": opt.state(), "generator": gen.get_state(), "history": history[:step]}
+            _save_atomic(state, checkpoint)
+
     t_start = time.perf_counter()
     bar = tqdm(
-        range(config.steps),
+        range(first, config.steps),
+        initial=first,
+        total=config.steps,
         desc=f"training {S} model size{'s' if S > 1 else ''}",
         disable=None if progress is None else not progress,
         leave=False,
         mininterval=1.0,
     )
-    with torch.no_grad():
-        for step in bar:
-            t_rows = grid[torch.randint(len(grid), (N,), generator=gen, device=dev)]
-            t_rows = t_rows.repeat_interleave(R)[:, None]
-            eps = torch.randn(rows, d, generator=gen, device=dev, dtype=dtype)
-            loss = torch.zeros(S, device=dev, dtype=dtype)
-            g_means = torch.zeros_like(means)
-            g_log_std = torch.zeros_like(log_std)
-            for lo in range(0, rows, chunk):
-                hi = min(rows, lo + chunk)
-                part, gm, gs = _loss_and_grad(
-                    x0_rows[lo:hi], t_rows[lo:hi], eps[lo:hi], means, log_std, bias, 1.0 / rows
-                )
-                loss += part
-                g_means += gm
-                g_log_std += gs
-            history[step] = loss / rows
-            opt.step([g_means, g_log_std], config.lr(step))
+    for step in bar:
+        t_rows = grid[torch.randint(len(grid), (N,), generator=gen, device=dev)]
+        t_rows = t_rows.repeat_interleave(R)[:, None]
+        eps = torch.randn(rows, d, generator=gen, device=dev, dtype=dtype)
+        loss = torch.zeros(S, device=dev, dtype=dtype)
+        g_means = torch.zeros_like(means)
+        g_log_std = torch.zeros_like(log_std)
+        for lo in range(0, rows, chunk):
+            hi = min(rows, lo + chunk)
+            part, gm, gs = _loss_and_grad(
+                x0_rows[lo:hi], t_rows[lo:hi], eps[lo:hi], means, log_std, bias, 1.0 / rows
+            )
+            loss += part
+            g_means += gm
+            g_log_std += gs
+        history[step] = loss / rows
+        opt.step([g_means, g_log_std], config.lr(step))
+        if (step + 1) % checkpoint_every == 0:
+            save(step + 1)
+    save(config.steps)
     seconds = time.perf_counter() - t_start
 
     means_cpu = means.cpu()

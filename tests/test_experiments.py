@@ -65,6 +65,7 @@ def test_command_line(tmp_path, capsys):
     r = PhaseTransitionResult.load(out)
     assert r.model_sizes == [2, 8] and r.provenance["settings"]["train_config"]["steps"] == 20
     assert "transition start" in capsys.readouterr().out
+    assert not (tmp_path / "run.json.checkpoint").exists()  # removed once the result is written
     with pytest.raises(SystemExit):
         main(["phase-transition", "--d", "3", "--K", "2", "--N", "8", "--sizes", "9", "--out", str(out)])
     assert "model size" in capsys.readouterr().err

@@ -166,3 +166,28 @@ def test_bad_arguments_raise_clear_errors(call, word):
     _, X = _data()
     with pytest.raises(ValueError, match=word):
         call(X)
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    _, X = _data()
+    cfg = TrainConfig(steps=40, peak_lr=1e-2, final_lr=1e-3, num_draws=3, update_ema=0.9)
+    kw = dict(device="cpu", progress=False, dtype=F64)
+    full = train_gmm(X, [4, 9], cfg, **kw)
+    ck = tmp_path / "run.ckpt"
+    real_lr = TrainConfig.lr
+
+    def interrupt_at_25(self, step):
+        if step == 25:
+            raise KeyboardInterrupt
+        return real_lr(self, step)
+
+    monkeypatch.setattr(TrainConfig, "lr", interrupt_at_25)
+    with pytest.raises(KeyboardInterrupt):
+        train_gmm(X, [4, 9], cfg, checkpoint=ck, checkpoint_every=10, **kw)
+    monkeypatch.setattr(TrainConfig, "lr", real_lr)
+    assert torch.load(ck, weights_only=False)["step"] == 20  # the last periodic save
+    resumed = train_gmm(X, [4, 9], cfg, checkpoint=ck, checkpoint_every=10, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(full.means, resumed.means))
+    assert full.var == resumed.var and np.array_equal(full.loss_history, resumed.loss_history)
+    with pytest.raises(ValueError, match="other data, model sizes or settings"):
+        train_gmm(X, [4, 10], cfg, checkpoint=ck, **kw)
