@@ -42,8 +42,8 @@ from .device import resolve, tune_cpu_allocator
 from .diffusion import time_grid
 from .mixtures import gmm_denoise
 
-#: Floats in one chunk of the (sizes x noisy points x components) work: chunks of a few
-#: MiB stay in cache and reuse allocations, several times faster than one large block.
+#: Floats in one chunk of the (sizes x noisy points x components) work on a CPU: chunks of a
+#: few MiB bound the memory of a step (on a GPU the budget is 64 times larger).
 CHUNK_FLOATS = 2**20
 
 ADAM_BETAS = (0.9, 0.999)
