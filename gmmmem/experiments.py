@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,13 +148,17 @@ def _reference_losses(losses: dict[str, np.ndarray], S: int) -> dict[str, list]:
     return reference
 
 
-def make_data(d: int, K: int, N: int, seed: int, device: torch.device):
-    """The true mixture, N training points and N test points, all from ``seed`` (float64)."""
+def make_data(d: int, K: int, N: int, seed: int, device: torch.device, var: float = 1.0):
+    """The true mixture, N training points and N test points, all from ``seed`` (float64).
+
+    ``var`` is the true mixture's shared variance s_star^2; the means and the noise
+    drawn are the same for every ``var`` (only their scale changes).
+    """
     gen = torch.Generator().manual_seed(seed)
-    gmm = random_iso_gmm(d, K, generator=gen, dtype=torch.float64)
+    gmm = random_iso_gmm(d, K, var, generator=gen, dtype=torch.float64)
     X, _ = gmm.sample(N, gen)
     X_test, _ = gmm.sample(N, gen)
-    return IsoGMM(gmm.means.to(device), 1.0), X.to(device), X_test.to(device)
+    return IsoGMM(gmm.means.to(device), var), X.to(device), X_test.to(device)
 
 
 def phase_transition(
@@ -169,18 +174,23 @@ def phase_transition(
     eval_config: EvalConfig | None = None,
     progress: bool | None = None,
     checkpoint: str | Path | None = None,
+    var: float = 1.0,
 ) -> PhaseTransitionResult:
     """Run the phase-transition experiment for one configuration.
 
     ``model_sizes`` defaults to N/10, 2N/10, ..., N. ``scale`` picks the training and
     evaluation presets; ``config`` / ``eval_config`` override them. Data, initialization,
     training noise and evaluation noise all derive from ``seed``. ``checkpoint`` (a file)
-    lets an interrupted training resume (:func:`gmmmem.train.train_gmm`).
+    lets an interrupted training resume (:func:`gmmmem.train.train_gmm`). ``var`` is the
+    true mixture's variance s_star^2 (the paper's 1 by default).
     """
     for name, value in (("d", d), ("K", K), ("N", N)):
         validate.positive_int(value, name)
     if N < 2:
         raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
+    if not 0.0 < float(var) < math.inf:
+        raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
+    var = float(var)
     check_scale(scale)
     if model_sizes is None:
         model_sizes = sorted({max(1, round(N * k / 10)) for k in range(1, 11)})
@@ -192,7 +202,7 @@ def phase_transition(
     dev = resolve(device)
     began = time.perf_counter()
 
-    truth, X, X_test = make_data(d, K, N, seed, dev)
+    truth, X, X_test = make_data(d, K, N, seed, dev, var)
     trained = train_gmm(X, sizes, config, dev, progress=progress, checkpoint=checkpoint)
     times = time_grid(dtype=torch.float64)
     order = pmem_init_order(N, config.seed).to(dev)
@@ -222,7 +232,7 @@ def phase_transition(
     keep = np.unique(np.linspace(0, config.steps - 1, HISTORY_POINTS).round().astype(int))
     settings = {
         "experiment": "phase_transition",
-        "d": d, "K": K, "N": N, "seed": seed, "scale": scale,
+        "d": d, "K": K, "N": N, "var": var, "seed": seed, "scale": scale,
         "model_sizes": sizes,
         "train_config": dataclasses.asdict(config),
         "eval_config": dataclasses.asdict(ev),

@@ -1,0 +1,672 @@
+r"""The configuration sweep behind Figure 3: where the phase transition sits, for many datasets.
+
+A *configuration* is a dataset: dimension ``d``, ``K`` true components, ``N`` training points,
+the true variance ``var`` (:math:`s_\star^2`) and a ``seed``. For each one the sweep locates
+the memorization transition in two stages, as the authors' code does
+(``run_phase_transition_experiment_sweep.py`` of DruvPai/diffusion_mem_gen):
+
+1. *coarse*: model sizes M = N/10, 2N/10, ..., N (:func:`gmmmem.experiments.phase_transition`);
+2. *fine*: about :data:`FINE_POINTS` sizes, evenly spaced, across the coarse bracket of the
+   transition (:func:`fine_sizes`); sizes the coarse stage already measured are not retrained.
+
+Both stages are merged into one curve: the sorted sizes and their memorization ratios. This is
+sound because a model size's training trajectory does not depend on which other sizes train
+beside it (:func:`gmmmem.train.train_gmm` guarantees it), and the Monte Carlo losses of a
+size use the same noise in either stage. The start, end and midpoint of the transition are then
+recomputed on the merged curve (:func:`gmmmem.experiments.transition` and
+:func:`~gmmmem.experiments.midpoint`). Only the sampling noise behind a size's memorization
+ratio depends on its place in its stage: a fresh, equally distributed draw.
+
+The configurations run as tasks on Dask (``dask.distributed``), one task per configuration
+(both stages): by default on a :class:`~distributed.LocalCluster` with one worker per GPU, each
+pinned to its GPU, or, without a GPU, one single-threaded worker per CPU core; or on a running
+cluster given by its scheduler's address. Results go to one JSON-lines file per sweep, one
+record per configuration, rewritten atomically as each task finishes; rerunning the same
+command resumes (:func:`run_sweep`). :func:`load_sweep` reads and validates such a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import math
+import numbers
+import os
+import re
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from . import device as _device
+from . import provenance, validate
+from .config import check_scale
+from .experiments import (EVAL_PRESETS, EvalConfig, PhaseTransitionResult, midpoint,
+                          phase_transition, transition)
+from .train import TrainConfig
+
+#: Sizes of the fine stage, spread evenly over the coarse bracket (the authors use 10).
+FINE_POINTS = 10
+
+#: Seconds to wait for a Dask scheduler given by its address.
+CONNECT_TIMEOUT = 30
+
+#: How the two stages are chosen (:func:`fine_sizes`), stored in every record's settings so that
+#: a record is reused only under the same rule. Bump ``rule`` when the rule changes.
+TWO_STAGE = {"rule": 1, "coarse": "round(k N / 10), k = 1..10", "fine": "authors' bracket, see fine_sizes"}
+
+
+class SweepWarning(UserWarning):
+    """A record of a sweep file is unusable (corrupted, or made with other settings)."""
+
+
+class SweepError(RuntimeError):
+    """Some configurations of a sweep failed; the others were recorded."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """One dataset of the sweep: dimension, true components, training points, variance, seed."""
+
+    d: int
+    K: int
+    N: int
+    var: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("d", "K", "N"):
+            object.__setattr__(self, name, validate.positive_int(getattr(self, name), name))
+        if self.N < 2:
+            raise ValueError(f"N must be >= 2, got {self.N}")
+        if isinstance(self.var, bool) or not isinstance(self.var, numbers.Real) \
+                or not 0.0 < self.var < math.inf:
+            raise ValueError(f"var must be a finite number > 0, got {self.var!r}")
+        object.__setattr__(self, "var", float(self.var))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        object.__setattr__(self, "seed", int(self.seed))
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the configuration in a sweep file."""
+        return (self.d, self.K, self.N, self.var, self.seed)
+
+    @property
+    def name(self) -> str:
+        """A short readable name, e.g. ``d30_K3_N50_var1_seed0``."""
+        return f"d{self.d}_K{self.K}_N{self.N}_var{self.var:g}_seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A named set of configurations and the training recipe they all run with.
+
+    ``train`` overrides fields of the ``scale``'s :class:`~gmmmem.train.TrainConfig` preset
+    (the seed always comes from the configuration); ``eval_config`` defaults to the scale's.
+    """
+
+    configs: tuple[Config, ...]
+    scale: str
+    train: dict[str, Any] = field(default_factory=dict)
+    eval_config: EvalConfig | None = None
+
+
+def product(ds, Ks, Ns, variances=(1.0,), seeds=(0,)) -> tuple[Config, ...]:
+    """Every combination of the given values, d varying slowest."""
+    return tuple(Config(*c) for c in itertools.product(ds, Ks, Ns, variances, seeds))
+
+
+#: The named grids.
+#:
+#: ``paper``: the authors' 64 configurations (Figure 3) at their training settings; GPU work.
+#: Not measured as a sweep: one stage at d = 30, N = 100 took 75 s on an H200
+#: (data/phase_transition/); were the cost to grow like d N^2 as on a CPU (below), the 64
+#: configurations, two stages each, would take ~6 h on one H200 (sum of d N^2 = 180 x that of
+#: d = 30, N = 100), less if small configurations leave the GPU partly idle.
+#:
+#: ``default``: 24 configurations for 2 CPU cores, the ``default`` training (30,000 steps, 5
+#: noise draws), with the data variance varied so the configurations do not all share one
+#: crossover. Cost model, measured on the 2-core machine (30,000 steps, one single-threaded
+#: worker): the trainer pads every size to the largest, so a step costs about
+#: 0.94 ms + 7.7e-5 ms x (d / 30) x N x S x Mmax (S sizes, largest Mmax). The coarse stage has
+#: S x Mmax = 10 N; the fine one about 7 N (8 new sizes up to ~0.85 N); evaluation adds a few
+#: seconds. Per configuration: d=30, N=50: ~160 s; d=30, N=100: ~460 s; d=40, N=50: ~190 s;
+#: d=40, N=100: ~600 s; x 2 values of K x 3 variances = 8,500 worker-seconds, ~70 minutes
+#: on 2 workers. (For scale: the coarse stage at d=30, N=100 trains in 177 s with 2 threads,
+#: 258 s with 1; two 1-thread workers get more done than one 2-thread one.)
+#:
+#: ``ci``: three tiny configurations (N = 16-20, so the fine stage has sizes to add) and a
+#: 300-step training at a 10x learning rate, whose ratio curves rise across the sizes (a
+#: plumbing check, not physics): ~15 s for the command on 2 cores, most of it starting Python,
+#: torch and the workers.
+GRIDS: dict[str, Grid] = {
+    "paper": Grid(product((30, 40, 50, 60), (3, 6, 9, 12), (50, 100, 150, 200)), "paper"),
+    "default": Grid(product((30, 40), (3, 6), (50, 100), (0.5, 1.0, 2.0)), "default"),
+    "ci": Grid((Config(4, 2, 20), Config(5, 3, 20, var=0.5), Config(4, 2, 16, var=2.0, seed=1)),
+               "ci", train={"steps": 300, "peak_lr": 3e-2, "final_lr": 3e-5}),
+}
+
+
+# --------------------------------------------------------------------------- one configuration
+
+
+def fine_sizes(model_sizes: Sequence[int], ratio: Sequence[float], points: int = FINE_POINTS) -> list[int]:
+    """The sizes of the fine stage, given the coarse curve (``model_sizes``, ``ratio``).
+
+    The bracket is the authors': from the coarse size just before the first whose ratio reaches
+    0.1 (the transition starts somewhere after it) to the first whose ratio reaches 0.9; the
+    coarse grid's first / last size where no size reaches 0.1 / 0.9. Step
+    ``max((hi - lo) // points, 1)``; sizes already in ``model_sizes`` are left out.
+    """
+    sizes = list(model_sizes)
+    validate.positive_int(points, "points")
+    start, end = transition(sizes, ratio)
+    lo = sizes[0] if start is None else sizes[max(sizes.index(start) - 1, 0)]
+    hi = sizes[-1] if end is None else end
+    known = set(sizes)
+    return [M for M in range(lo, hi + 1, max((hi - lo) // points, 1)) if M not in known]
+
+
+def settings(config: Config, scale: str, train_config: TrainConfig, eval_config: EvalConfig,
+             fine_points: int = FINE_POINTS) -> dict[str, Any]:
+    """The settings a record is made with; a stored record is reused only if they are equal."""
+    return json.loads(json.dumps({
+        "experiment": "sweep",
+        **dataclasses.asdict(config),
+        "scale": scale,
+        "train_config": dataclasses.asdict(train_config),
+        "eval_config": dataclasses.asdict(eval_config),
+        "two_stage": {**TWO_STAGE, "fine_points": fine_points},
+    }))
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _pick(rows: list[tuple[PhaseTransitionResult, int]], get: Callable) -> list:
+    return [get(res, k) for res, k in rows]
+
+
+def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
+          fine: PhaseTransitionResult | None, device: torch.device, seconds: float) -> dict[str, Any]:
+    """One sweep record from the two stages: the merged curve and what a predictor needs."""
+    where: dict[int, tuple[str, PhaseTransitionResult, int]] = {}
+    for stage, res in (("coarse", coarse), ("fine", fine)):
+        for k, M in enumerate(res.model_sizes if res is not None else []):
+            where.setdefault(M, (stage, res, k))
+    sizes = sorted(where)
+    rows = [where[M][1:] for M in sizes]
+    ratio = _pick(rows, lambda r, k: r.memorization_ratio[k])
+    start, end = transition(sizes, ratio)
+    mid = midpoint(sizes, ratio)
+    ref = coarse.reference
+    stages = {}
+    for stage, res in (("coarse", coarse), ("fine", fine)):
+        if res is not None:
+            stages[stage] = {
+                "model_sizes": res.model_sizes,
+                "transition": list(res.transition),
+                "train_seconds": res.provenance["settings"]["train_seconds"],
+                "wall_seconds": res.provenance["wall_seconds"],
+            }
+    return {
+        "config": dataclasses.asdict(config),
+        "settings": settings_,
+        "model_sizes": sizes,
+        "stage": [where[M][0] for M in sizes],
+        "memorization_ratio": ratio,
+        "start": start,
+        "end": end,
+        "midpoint": mid,
+        "midpoint_over_N": None if mid is None else mid / config.N,
+        "times": coarse.times,
+        # x0-unit Monte Carlo losses: true mixture / memorizing denoiser per time (T,), and the
+        # partially memorizing one and the trained model per merged size and time (S, T).
+        "reference": {
+            "true_train": ref["true_train"], "true_test": ref["true_test"],
+            "mem_train": ref["mem_train"], "mem_test": ref["mem_test"],
+            "pmem_train": _pick(rows, lambda r, k: r.reference["pmem_train"][k]),
+            "pmem_test": _pick(rows, lambda r, k: r.reference["pmem_test"][k]),
+        },
+        "train_loss": _pick(rows, lambda r, k: r.train_loss[k]),
+        "test_loss": _pick(rows, lambda r, k: r.test_loss[k]),
+        "learned_var": _pick(rows, lambda r, k: r.learned_var[k]),
+        "stages": stages,
+        "provenance": provenance.record(settings_, device, seconds),
+    }
+
+
+def run_config(
+    config: Config,
+    scale: str = "default",
+    train_config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    device: str | torch.device | None = None,
+    *,
+    fine_points: int = FINE_POINTS,
+    checkpoint_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Both stages of one configuration, in this process; returns its sweep record.
+
+    ``train_config`` defaults to the ``scale``'s preset; its seed is replaced by the
+    configuration's. With ``checkpoint_dir`` each stage's training checkpoints there (a file
+    named after the configuration, its settings and sizes), so a killed task resumes.
+    """
+    check_scale(scale)
+    train_config = dataclasses.replace(train_config or TrainConfig.preset(scale), seed=config.seed)
+    ev = eval_config or EVAL_PRESETS[scale]
+    settings_ = settings(config, scale, train_config, ev, fine_points)
+    dev = _device.resolve(device)
+    began = time.perf_counter()
+
+    def stage(sizes):
+        checkpoint = None
+        if checkpoint_dir is not None:
+            checkpoint = Path(checkpoint_dir) / f"{config.name}-{_digest([settings_, sizes])}.pt"
+        return phase_transition(
+            config.d, config.K, config.N, sizes, scale, config.seed, dev, config=train_config,
+            eval_config=ev, progress=False, checkpoint=checkpoint, var=config.var,
+        )
+
+    coarse = stage(None)
+    extra = fine_sizes(coarse.model_sizes, coarse.memorization_ratio, fine_points)
+    fine = stage(extra) if extra else None
+    return merge(config, settings_, coarse, fine, dev, time.perf_counter() - began)
+
+
+def _task(config, scale, train_config, eval_config, device, fine_points, checkpoint_dir, pin_gpu):
+    """A Dask task: one configuration on this worker's device, single-threaded on a CPU."""
+    if pin_gpu:  # our local cluster, one worker per GPU: worker i (its name) computes on GPU i
+        from distributed import get_worker
+
+        index = int(get_worker().name) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        device = f"cuda:{index}"
+    if _device.resolve(device).type == "cpu":
+        torch.set_num_threads(1)  # one configuration per core: workers must not share cores
+    return run_config(config, scale, train_config, eval_config, device,
+                      fine_points=fine_points, checkpoint_dir=checkpoint_dir)
+
+
+# --------------------------------------------------------------------------- the sweep file
+
+_FIELDS = ("config", "settings", "model_sizes", "memorization_ratio", "start", "end", "midpoint",
+           "midpoint_over_N", "times", "reference", "learned_var", "provenance")
+
+
+def _problem(rec: Any) -> str | None:
+    """Why ``rec`` is not a valid sweep record (None: it is)."""
+    try:
+        return _check(rec)
+    except (TypeError, KeyError, AttributeError, ValueError) as err:
+        return f"malformed record ({type(err).__name__}: {err})"
+
+
+def _check(rec: Any) -> str | None:
+    if not isinstance(rec, dict):
+        return f"not a JSON object but {type(rec).__name__}"
+    missing = [f for f in _FIELDS if f not in rec]
+    if missing:
+        return f"missing fields {missing}"
+    try:
+        config = Config(**rec["config"])
+    except (TypeError, ValueError) as err:
+        return f"bad configuration {rec['config']!r} ({err})"
+    if not isinstance(rec["settings"], dict) or any(
+        rec["settings"].get(k) != v for k, v in dataclasses.asdict(config).items()
+    ):
+        return "its settings do not name its configuration"
+    S, T = len(rec["model_sizes"]), len(rec["times"])
+    ref = rec["reference"]
+    if not (isinstance(ref, dict) and S > 0 and T > 0
+            and len(rec["memorization_ratio"]) == len(rec["learned_var"]) == S
+            and len(ref.get("true_train") or []) == T
+            and [len(row) for row in ref.get("pmem_train") or []] == [T] * S):
+        return "its arrays have inconsistent lengths"
+    return None
+
+
+def _read(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, str, str]]]:
+    """Valid records with their line numbers, and (line, reason, text) of the invalid lines."""
+    good, bad = [], []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                bad.append((lineno, f"not JSON ({err.msg})", line))
+                continue
+            why = _problem(rec)
+            if why:
+                bad.append((lineno, why, line))
+            else:
+                good.append((lineno, rec))
+    return good, bad
+
+
+def load_sweep(path: str | Path) -> list[dict[str, Any]]:
+    """The valid records of a sweep file, in file order; each invalid line is warned about.
+
+    A line that is not JSON or lacks fields gives a :class:`SweepWarning` and is skipped.
+    """
+    path = Path(path)
+    good, bad = _read(path)
+    for lineno, why, _ in bad:
+        warnings.warn(f"{path}:{lineno}: {why}; line ignored", SweepWarning, stacklevel=2)
+    seen = set()
+    for lineno, rec in good:
+        key = Config(**rec["config"]).key
+        if key in seen:
+            warnings.warn(f"{path}:{lineno}: a second record of {Config(*key).name}",
+                          SweepWarning, stacklevel=2)
+        seen.add(key)
+    return [rec for _, rec in good]
+
+
+def _write_jsonl_atomic(path: Path, records: Sequence[dict]) -> None:
+    """Replace ``path`` by these records, one JSON object a line, atomically and durably.
+
+    The whole file is rewritten (a temporary file in the same folder, fsync, ``os.replace``)
+    rather than appended to: a kill at any moment leaves either the old or the new file, never
+    a torn last line; the file always holds exactly one record per configuration, so a record
+    recomputed for new settings replaces the old one and corrupted lines disappear. The cost,
+    rewriting ~50 kB per record after each configuration, is nothing next to the training.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            for rec in records:
+                f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def _differences(stored: dict, wanted: dict) -> str:
+    a, b = _flatten(stored), _flatten(wanted)
+    diffs = [f"{k}: {a.get(k, '(absent)')!r} stored, {b.get(k, '(absent)')!r} requested"
+             for k in sorted(a.keys() | b.keys()) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    return "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+
+
+# --------------------------------------------------------------------------- arguments
+
+_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
+
+
+def check_scheduler(address: str) -> str:
+    """A Dask scheduler address (``tcp://HOST:PORT``, ``HOST:PORT``, ``tls://...``,
+    ``inproc://...``) or the path of a scheduler file (``.json``); else ``ValueError``."""
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError(f"scheduler must be an address such as tcp://HOST:PORT, got {address!r}")
+    if address.endswith(".json"):
+        if not Path(address).is_file():
+            raise ValueError(f"scheduler file {address} does not exist")
+        return address
+    scheme, sep, location = address.partition("://")
+    if not sep:
+        scheme, location = "tcp", address
+    ok = scheme in _SCHEMES and (
+        bool(location) and not any(c.isspace() for c in location) if scheme == "inproc"
+        else bool(_HOST_PORT.fullmatch(location)) and int(location.rsplit(":", 1)[1]) <= 65535
+    )
+    if not ok:
+        raise ValueError(
+            f"bad scheduler address {address!r}: expected tcp://HOST:PORT (or HOST:PORT; "
+            f"protocols {', '.join(_SCHEMES)}) or a scheduler file ending in .json"
+        )
+    return address
+
+
+def _resolve_grid(grid, scale, train, eval_config) -> tuple[list[Config], str, dict, EvalConfig]:
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}: choose one of {', '.join(GRIDS)}")
+        spec = GRIDS[grid]
+        configs = list(spec.configs)
+        own = scale is None or scale == spec.scale
+        scale = spec.scale if scale is None else scale
+        # The grid's training overrides belong to its own scale; another scale runs its preset.
+        train = train if train is not None else (spec.train if own else {})
+        eval_config = eval_config or (spec.eval_config if own else None)
+    else:
+        configs = list(grid)
+        if not configs:
+            raise ValueError("the grid holds no configuration")
+        bad = [c for c in configs if not isinstance(c, Config)]
+        if bad:
+            raise ValueError(f"a grid is a name or a list of Config, got {bad[0]!r}")
+        scale = "default" if scale is None else scale
+    check_scale(scale)
+    if len({c.key for c in configs}) != len(configs):
+        raise ValueError("the grid lists a configuration twice")
+    train = dict(train or {})
+    if "seed" in train:
+        raise ValueError("the training seed is each configuration's seed; do not override it")
+    TrainConfig.preset(scale, **train)  # checks the overrides now, not in a worker
+    return configs, scale, train, eval_config or EVAL_PRESETS[scale]
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def run_sweep(
+    grid: str | Sequence[Config],
+    out: str | Path,
+    scale: str | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    progress: bool | None = None,
+    device: str | torch.device | None = None,
+    *,
+    train: dict[str, Any] | None = None,
+    eval_config: EvalConfig | None = None,
+    fine_points: int = FINE_POINTS,
+    report: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or resume) a sweep; returns the records of ``grid``'s configurations, in its order.
+
+    ``grid`` is a name of :data:`GRIDS` or a list of :class:`Config`. ``scale`` picks the
+    training and evaluation presets (default: the grid's; ``default`` for a list); ``train``
+    overrides fields of the training preset and ``eval_config`` replaces the evaluation preset
+    (a named grid brings its own, used while ``scale`` is the grid's).
+
+    Where it runs: on the Dask scheduler at ``scheduler`` (``tcp://HOST:PORT`` or a scheduler
+    file), else on a local cluster of ``n_workers`` workers (default: one per GPU, each pinned
+    to its GPU, when ``device`` is auto and CUDA is present; else one single-threaded worker
+    per CPU core). ``device``: None / ``"auto"`` (each worker's own default), or one device for
+    every task. Only the local cluster checkpoints training (next to ``out``), so that a
+    killed sweep also resumes the configurations it was computing.
+
+    Records go to ``out`` (JSON lines), the file rewritten atomically after each configuration.
+    A configuration whose stored record has the same settings is not recomputed. A stored
+    record made with other settings, a corrupted line and a duplicate are each reported
+    (:class:`SweepWarning`); such a configuration is recomputed, and the lines are dropped from
+    ``out`` when it is next rewritten (copied first to ``out`` + ``.rejected``). Records of
+    configurations outside ``grid`` are kept in the file but not returned. If tasks fail, the
+    others are still recorded and :class:`SweepError` is raised at the end.
+    """
+    configs, scale, train, ev = _resolve_grid(grid, scale, train, eval_config)
+    validate.positive_int(fine_points, "fine_points")
+    out = Path(out)
+    if out.exists() and not out.is_file():
+        raise ValueError(f"out must be a file path, but {out} exists and is not a file")
+    if scheduler is not None:
+        check_scheduler(scheduler)
+        if n_workers is not None:
+            raise ValueError("n_workers (--workers) sets the size of the local cluster; "
+                             "it cannot be used with a scheduler address")
+    if n_workers is not None:
+        validate.positive_int(n_workers, "n_workers (--workers)")
+    if device == "auto":
+        device = None
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"bad device {device!r}: {err}") from None
+        if scheduler is None:
+            _device.resolve(device)  # the local cluster computes here: the device must exist
+    say = report or (lambda message: None)
+
+    train_configs = {c.key: TrainConfig.preset(scale, **train, seed=c.seed) for c in configs}
+    wanted = {c.key: settings(c, scale, train_configs[c.key], ev, fine_points) for c in configs}
+    done: dict[tuple, dict] = {}
+    others: list[dict] = []
+    rejected: list[str] = []
+    rejected_path = out.with_name(out.name + ".rejected")
+    if out.exists():
+        good, bad = _read(out)
+        for lineno, why, line in bad:
+            warnings.warn(f"{out}:{lineno}: {why}; line ignored (it is dropped from the file when "
+                          f"the file is next rewritten, and kept in {rejected_path})",
+                          SweepWarning, stacklevel=2)
+            rejected.append(line if line.endswith("\n") else line + "\n")
+        seen = set()
+        for lineno, rec in good:
+            cfg = Config(**rec["config"])
+            line = json.dumps(rec, separators=(",", ":")) + "\n"
+            if cfg.key in seen:
+                warnings.warn(f"{out}:{lineno}: a second record of {cfg.name}; ignored",
+                              SweepWarning, stacklevel=2)
+                rejected.append(line)
+            elif cfg.key not in wanted:
+                others.append(rec)
+            elif rec["settings"] != wanted[cfg.key]:
+                warnings.warn(
+                    f"{out}:{lineno}: the record of {cfg.name} was made with other settings "
+                    f"({_differences(rec['settings'], wanted[cfg.key])}); not reused: it is "
+                    f"recomputed, and the old line is kept in {rejected_path}",
+                    SweepWarning, stacklevel=2)
+                rejected.append(line)
+            else:
+                done[cfg.key] = rec
+            seen.add(cfg.key)
+        if others:
+            warnings.warn(f"{out} holds {len(others)} record(s) of configurations outside this grid; "
+                          "they stay in the file and are not returned", SweepWarning, stacklevel=2)
+
+    def save() -> None:
+        if rejected:
+            with open(rejected_path, "a") as f:
+                f.writelines(rejected)
+                f.flush()
+                os.fsync(f.fileno())
+            rejected.clear()
+        _write_jsonl_atomic(out, [done[c.key] for c in configs if c.key in done] + others)
+
+    todo = [c for c in configs if c.key not in done]
+    say(f"{len(configs)} configurations, {len(done)} already in {out}, {len(todo)} to compute")
+    failures: list[tuple[Config, BaseException]] = []
+    if todo:
+        failures = _compute(todo, scale, train_configs, ev, fine_points, device, scheduler,
+                            n_workers, out, done, save, progress, len(configs), say)
+    if failures:
+        lines = "\n".join(f"  {c.name}: {type(e).__name__}: {e}" for c, e in failures)
+        raise SweepError(f"{len(failures)} of {len(configs)} configurations failed (the others are "
+                         f"in {out}; rerun the command to retry):\n{lines}")
+    return [done[c.key] for c in configs]
+
+
+def _compute(todo, scale, train_configs, ev, fine_points, device, scheduler, n_workers, out,
+             done, save, progress, total, say) -> list[tuple[Config, BaseException]]:
+    """Submit the missing configurations to Dask and record each as it finishes."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    pin_gpu = False
+    checkpoint_dir = None
+    if scheduler is None:
+        gpus = torch.cuda.device_count() if _device.resolve(device).type == "cuda" else 0
+        pin_gpu = device is None and gpus > 0
+        workers = n_workers or (gpus or _cpu_count())
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+        # Workers of a local cluster share this filesystem: checkpoint training beside `out`.
+        checkpoint_dir = out.with_name(out.name + ".checkpoints")
+        where = (f"a local cluster of {workers} worker(s)"
+                 + (f", one per GPU ({gpus})" if pin_gpu else f" on {_device.resolve(device)}"))
+    else:
+        try:
+            if scheduler.endswith(".json"):
+                client = Client(scheduler_file=scheduler, timeout=CONNECT_TIMEOUT)
+            else:
+                client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except OSError as err:
+            raise ConnectionError(f"could not reach the Dask scheduler {scheduler} "
+                                  f"within {CONNECT_TIMEOUT} s: {err}") from None
+        where = f"the Dask scheduler {scheduler}"
+    say(f"computing on {where}")
+    failures = []
+    try:
+        futures = {
+            client.submit(_task, c, scale, train_configs[c.key], ev, device, fine_points,
+                          checkpoint_dir, pin_gpu, pure=False): c
+            for c in todo
+        }
+        with tqdm(total=total, initial=total - len(todo), unit="config", desc=f"sweep {out.name}",
+                  disable=None if progress is None else not progress) as bar:
+            for future in as_completed(futures):
+                c = futures[future]
+                if future.status == "error":
+                    err = future.exception()
+                    warnings.warn(f"configuration {c.name} failed: {type(err).__name__}: {err}",
+                                  SweepWarning, stacklevel=3)
+                    failures.append((c, err))
+                else:
+                    done[c.key] = future.result()
+                    save()
+                    if checkpoint_dir is not None:
+                        for f in checkpoint_dir.glob(f"{c.name}-*.pt"):
+                            f.unlink(missing_ok=True)
+                bar.update()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        if checkpoint_dir is not None and checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+            checkpoint_dir.rmdir()
+    return failures
