@@ -2,11 +2,19 @@
 
 Modules
 -------
-diffusion   the variance-preserving schedule alpha_t, sigma_t and the time grid
-mixtures    isotropic Gaussian mixtures and their exact posterior-mean denoisers
-losses      Monte Carlo denoising losses and the closed forms of Theorems 3.1/3.2
-config      the scale (ci / default / paper) a chapter or command runs at
-device      the torch device computations run on
+diffusion    the variance-preserving schedule alpha_t, sigma_t and the time grid
+mixtures     isotropic Gaussian mixtures and their exact posterior-mean denoisers
+templates    coloured templates (image-like, low-rank data) and their exact denoiser
+losses       Monte Carlo denoising losses and the closed forms of Theorems 3.1/3.2
+train        gradient training of mixture denoisers, all model sizes at once
+sampling     the DDIM (and DDPM) sampler
+metrics      the memorization ratio and where learned means sit
+experiments  the phase-transition experiment (Figure 2) and its result files
+sweep        phase transitions over a grid of configurations, on Dask
+weights      fitting the time weights lambda_t that predict the transition
+provenance   what a result file records about how it was made
+config       the scale (ci / default / paper) a chapter or command runs at
+device       the torch device computations run on
 """
 
 __version__ = "0.1.0"
