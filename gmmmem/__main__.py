@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings are skipped.",
     )
     sw.add_argument("--grid", choices=GRID_NAMES, required=True,
-                    help="paper: the authors' 64 configurations (GPU); default: 24 for 2 CPU cores "
-                    "(~70 min); ci: 3 tiny ones (seconds)")
+                    help="paper: the authors' 64 configurations (GPU); default: 14 for 2 CPU cores "
+                    "(~50 min); ci: 3 tiny ones (seconds)")
     sw.add_argument("--out", required=True, help="output file, JSON lines (e.g. data/sweeps/NAME.jsonl)")
     sw.add_argument("--scheduler", metavar="ADDRESS",
                     help="a running Dask scheduler, tcp://HOST:PORT, or its scheduler file (.json); "

@@ -133,16 +133,15 @@ def product(ds, Ks, Ns, variances=(1.0,), seeds=(0,)) -> tuple[Config, ...]:
 #: configurations, two stages each, would take ~6 h on one H200 (sum of d N^2 = 180 x that of
 #: d = 30, N = 100), less if small configurations leave the GPU partly idle.
 #:
-#: ``default``: 24 configurations for 2 CPU cores, the ``default`` training (30,000 steps, 5
-#: noise draws), with the data variance varied so the configurations do not all share one
-#: crossover. Cost model, measured on the 2-core machine (30,000 steps, one single-threaded
-#: worker): the trainer pads every size to the largest, so a step costs about
-#: 0.94 ms + 7.7e-5 ms x (d / 30) x N x S x Mmax (S sizes, largest Mmax). The coarse stage has
-#: S x Mmax = 10 N; the fine one about 7 N (8 new sizes up to ~0.85 N); evaluation adds a few
-#: seconds. Per configuration: d=30, N=50: ~160 s; d=30, N=100: ~460 s; d=40, N=50: ~190 s;
-#: d=40, N=100: ~600 s; x 2 values of K x 3 variances = 8,500 worker-seconds, ~70 minutes
-#: on 2 workers. (For scale: the coarse stage at d=30, N=100 trains in 177 s with 2 threads,
-#: 258 s with 1; two 1-thread workers get more done than one 2-thread one.)
+#: ``default``: 14 configurations for 2 CPU cores, the ``default`` training (30,000 steps, 5
+#: noise draws): d in {30, 40} x K in {3, 6} x N = 50 x data variance in {0.5, 1, 2} (the
+#: variance varied so the configurations do not all share one closed-form crossover), plus
+#: d = 30, K in {3, 6}, N = 100, variance 1 (a second N for leave-one-N-out). Measured with two
+#: single-threaded workers: a configuration at d = 30, N = 50 takes about 300 s (coarse stage
+#: 175 s, fine stage 120 s); the trainer pads every size to the largest, so a step costs about
+#: 0.94 ms + c x (d / 30) x N x S x Mmax, and d = 40, N = 50 costs ~1.3x and d = 30, N = 100
+#: ~3x that; about 5,500 worker-seconds in all, ~50 minutes on 2 workers. Larger grids (more
+#: N, d, seeds) are one ``product(...)`` away and resume from this one's records.
 #:
 #: ``ci``: three tiny configurations (N = 16-20, so the fine stage has sizes to add) and a
 #: 300-step training at a 10x learning rate, whose ratio curves rise across the sizes (a
@@ -150,7 +149,8 @@ def product(ds, Ks, Ns, variances=(1.0,), seeds=(0,)) -> tuple[Config, ...]:
 #: torch and the workers.
 GRIDS: dict[str, Grid] = {
     "paper": Grid(product((30, 40, 50, 60), (3, 6, 9, 12), (50, 100, 150, 200)), "paper"),
-    "default": Grid(product((30, 40), (3, 6), (50, 100), (0.5, 1.0, 2.0)), "default"),
+    "default": Grid(product((30, 40), (3, 6), (50,), (0.5, 1.0, 2.0))
+                    + product((30,), (3, 6), (100,), (1.0,)), "default"),
     "ci": Grid((Config(4, 2, 20), Config(5, 3, 20, var=0.5), Config(4, 2, 16, var=2.0, seed=1)),
                "ci", train={"steps": 300, "peak_lr": 3e-2, "final_lr": 3e-5}),
 }

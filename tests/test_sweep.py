@@ -302,7 +302,8 @@ def test_grids():
     paper, default, ci = (sweep.GRIDS[g] for g in ("paper", "default", "ci"))
     assert len(paper.configs) == 64 and paper.scale == "paper"
     assert {c.N for c in paper.configs} == {50, 100, 150, 200} and {c.var for c in paper.configs} == {1.0}
-    assert len(default.configs) == 24 and default.scale == "default" and default.train == {}
+    assert len(default.configs) == 14 and default.scale == "default" and default.train == {}
+    assert {c.var for c in default.configs} == {0.5, 1.0, 2.0} and {c.N for c in default.configs} == {50, 100}
     assert len(ci.configs) == 3 and max(c.N for c in ci.configs) <= 20
 
 
