@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import device as _device
 from . import provenance, validate
