@@ -34,7 +34,7 @@ def _phase_transition(args: argparse.Namespace) -> None:
     result.save(args.out)
     checkpoint.unlink(missing_ok=True)
     start, end = result.transition
-    print(f"memorization ratio by model size: "
+    print("memorization ratio by model size: "
           + ", ".join(f"{M}: {r:.2f}" for M, r in zip(result.model_sizes, result.memorization_ratio)))
     print(f"transition start (ratio >= 0.1): {start}, end (ratio >= 0.9): {end}, "
           f"midpoint M_pt: {result.midpoint}")
