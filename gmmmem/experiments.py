@@ -35,7 +35,9 @@ from .diffusion import time_grid
 from .losses import mc_losses
 from .mixtures import IsoGMM, gmm_denoise, random_iso_gmm
 from .sampling import ddim_sample
+from .templates import ColoredTemplates, load_templates
 from .train import TrainConfig, pmem_init_order, train_gmm
+from .train_templates import train_templates
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,37 @@ def _reference_losses(losses: dict[str, np.ndarray], S: int) -> dict[str, list]:
     return reference
 
 
+def _measure(trained, truth_denoise, X, X_test, ev: EvalConfig, seed: int):
+    """Memorization ratio per size and the Monte Carlo losses on both splits.
+
+    ``trained`` is a :class:`gmmmem.train.TrainedMixtures` or a
+    :class:`gmmmem.train_templates.TrainedTemplates` (denoisers on flattened points); ``X`` and
+    ``X_test`` are flattened (N, D) float64. Losses have rows [trained sizes, their partially
+    memorizing references, the true denoiser, the memorizing one], columns the 26 times.
+    """
+    dev, (N, D) = X.device, X.shape
+    sizes = trained.model_sizes
+    times = time_grid(dtype=torch.float64)
+    order = pmem_init_order(N, trained.config.seed).to(dev)
+
+    def point_masses(means):
+        return lambda x, t: gmm_denoise(x, t, means, 0.0)
+
+    models = [trained.denoiser(k) for k in range(len(sizes))]
+    pmems = [point_masses(X[order[:M]]) for M in sizes]
+    refs = [truth_denoise, point_masses(X)]
+    gen = torch.Generator(device=dev).manual_seed(seed + 1)
+    ratio = [
+        metrics.memorization_ratio(
+            ddim_sample(den, ev.num_samples, D, times, gen, dtype=torch.float64, device=dev), X
+        )
+        for den in models
+    ]
+    losses = {split: _losses(models + pmems + refs, data, times, ev.loss_draws, seed + 2)
+              for split, data in (("train", X), ("test", X_test))}
+    return ratio, losses
+
+
 def make_data(d: int, K: int, N: int, seed: int, device: torch.device, var: float = 1.0):
     """The true mixture, N training points and N test points, all from ``seed`` (float64).
 
@@ -159,6 +192,30 @@ def make_data(d: int, K: int, N: int, seed: int, device: torch.device, var: floa
     X, _ = gmm.sample(N, gen)
     X_test, _ = gmm.sample(N, gen)
     return IsoGMM(gmm.means.to(device), var), X.to(device), X_test.to(device)
+
+
+def make_template_data(K: int, N: int, size: int, seed: int, device: torch.device):
+    """The coloured-template mixture of Figures 5-6 and N training and N test images (float64).
+
+    K templates of ``size`` x ``size`` pixels (:func:`gmmmem.templates.load_templates` with
+    ``seed``), colours c ~ N(0, I_3) (the paper's setting), images drawn with ``seed``.
+    """
+    templates = load_templates(K, size, seed=seed, dtype=torch.float64)
+    truth = ColoredTemplates(templates, torch.zeros(K, 3, dtype=torch.float64), 1.0)
+    gen = torch.Generator().manual_seed(seed)
+    X, _ = truth.sample(N, gen)
+    X_test, _ = truth.sample(N, gen)
+    return truth, X.to(device), X_test.to(device)
+
+
+def _model_sizes(model_sizes: Sequence[int] | None, N: int) -> list[int]:
+    """Strictly increasing model sizes in 1..N; by default N/10, 2N/10, ..., N."""
+    if model_sizes is None:
+        model_sizes = sorted({max(1, round(N * k / 10)) for k in range(1, 11)})
+    sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
+    if sorted(set(sizes)) != sizes:
+        raise ValueError(f"model_sizes must be strictly increasing, got {list(model_sizes)}")
+    return sizes
 
 
 def phase_transition(
@@ -192,11 +249,7 @@ def phase_transition(
         raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
     var = float(var)
     check_scale(scale)
-    if model_sizes is None:
-        model_sizes = sorted({max(1, round(N * k / 10)) for k in range(1, 11)})
-    sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
-    if sorted(set(sizes)) != sizes:
-        raise ValueError(f"model_sizes must be strictly increasing, got {list(model_sizes)}")
+    sizes = _model_sizes(model_sizes, N)
     config = config or TrainConfig.preset(scale, seed=seed)
     ev = eval_config or EVAL_PRESETS[scale]
     dev = resolve(device)
@@ -204,35 +257,27 @@ def phase_transition(
 
     truth, X, X_test = make_data(d, K, N, seed, dev, var)
     trained = train_gmm(X, sizes, config, dev, progress=progress, checkpoint=checkpoint)
-    times = time_grid(dtype=torch.float64)
-    order = pmem_init_order(N, config.seed).to(dev)
-
-    def mixture(means, var):
-        means = means.to(dev, torch.float64)
-        return lambda x, t: gmm_denoise(x, t, means, var)
-
-    models = [trained.denoiser(k) for k in range(len(sizes))]
-    pmems = [mixture(X[order[:M]], 0.0) for M in sizes]
-    refs = [truth.denoise, mixture(X, 0.0)]
-
-    gen = torch.Generator(device=dev).manual_seed(seed + 1)
-    ratio = [
-        metrics.memorization_ratio(
-            ddim_sample(den, ev.num_samples, d, times, gen, dtype=torch.float64, device=dev), X
-        )
-        for den in models
-    ]
-    losses = {split: _losses(models + pmems + refs, data, times, ev.loss_draws, seed + 2)
-              for split, data in (("train", X), ("test", X_test))}
-    S = len(sizes)
+    ratio, losses = _measure(trained, truth.denoise, X, X_test, ev, seed)
     stats = [
         dataclasses.asdict(metrics.means_statistics(m.to(dev, torch.float64), truth.means, X))
         for m in trained.means
     ]
+    settings = {"experiment": "phase_transition", "d": d, "K": K, "N": N, "var": var,
+                "seed": seed, "scale": scale}
+    arrays = {
+        "learned_means": [m.tolist() for m in trained.means],
+        "true_means": truth.means.cpu().tolist(),
+        "X": X.cpu().tolist(),
+    }
+    return _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, began)
+
+
+def _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, began):
+    """The :class:`PhaseTransitionResult` of a trained and measured run, with provenance."""
+    config, sizes, S = trained.config, trained.model_sizes, len(trained.model_sizes)
     keep = np.unique(np.linspace(0, config.steps - 1, HISTORY_POINTS).round().astype(int))
     settings = {
-        "experiment": "phase_transition",
-        "d": d, "K": K, "N": N, "var": var, "seed": seed, "scale": scale,
+        **settings,
         "model_sizes": sizes,
         "train_config": dataclasses.asdict(config),
         "eval_config": dataclasses.asdict(ev),
@@ -241,7 +286,7 @@ def phase_transition(
     return PhaseTransitionResult(
         d=d, K=K, N=N,
         model_sizes=sizes,
-        times=times.tolist(),
+        times=time_grid(dtype=torch.float64).tolist(),
         memorization_ratio=ratio,
         train_loss=losses["train"][:S].tolist(),
         test_loss=losses["test"][:S].tolist(),
@@ -249,10 +294,73 @@ def phase_transition(
         learned_var=trained.var,
         means_stats=stats,
         loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist()},
-        arrays={
-            "learned_means": [m.tolist() for m in trained.means],
-            "true_means": truth.means.cpu().tolist(),
-            "X": X.cpu().tolist(),
-        },
+        arrays=arrays,
         provenance=provenance.record(settings, dev, time.perf_counter() - began),
     )
+
+
+#: Training noise draws of the template model at the CPU scales (the isotropic model's
+#: calibration, chapter 3, finds that the draws do not change the trained model).
+TEMPLATE_DRAWS = 2
+
+
+def phase_transition_templates(
+    K: int,
+    N: int,
+    model_sizes: Sequence[int] | None = None,
+    size: int = 15,
+    scale: str = "default",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    *,
+    config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    progress: bool | None = None,
+    checkpoint: str | Path | None = None,
+) -> PhaseTransitionResult:
+    """The phase-transition experiment on coloured templates (Figure 6).
+
+    Data: :func:`make_template_data` (K templates of ``size`` x ``size`` pixels, colours
+    N(0, I_3)); models: :func:`gmmmem.train_templates.train_templates`; measured exactly as
+    :func:`phase_transition` on the flattened images (D = 3 size^2). The training preset of
+    ``scale`` is used with ``TEMPLATE_DRAWS`` noise draws except at ``paper`` scale. Per size,
+    ``means_stats`` holds :func:`gmmmem.metrics.template_statistics`.
+    """
+    for name, value in (("K", K), ("N", N), ("size", size)):
+        validate.positive_int(value, name)
+    if N < 2:
+        raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
+    check_scale(scale)
+    sizes = _model_sizes(model_sizes, N)
+    if config is None:
+        config = TrainConfig.preset(scale, seed=seed)
+        if scale != "paper":
+            config = dataclasses.replace(config, num_draws=TEMPLATE_DRAWS)
+    ev = eval_config or EVAL_PRESETS[scale]
+    dev = resolve(device)
+    began = time.perf_counter()
+
+    truth, images, images_test = make_template_data(K, N, size, seed, dev)
+    trained = train_templates(images, sizes, config, dev, progress=progress, checkpoint=checkpoint)
+    X, X_test = images.flatten(1), images_test.flatten(1)
+
+    def true_denoise(x, t):
+        return truth.denoise(x.reshape(*x.shape[:-1], *truth.image_shape), t).reshape(x.shape)
+
+    ratio, losses = _measure(trained, true_denoise, X, X_test, ev, seed)
+    true_templates = truth.templates.to(dev)
+    stats = [
+        dataclasses.asdict(metrics.template_statistics(
+            T.to(dev, torch.float64), mu.to(dev, torch.float64), true_templates, X))
+        for T, mu in zip(trained.templates, trained.color_means)
+    ]
+    settings = {"experiment": "phase_transition_templates", "K": K, "N": N, "size": size,
+                "color_var": 1.0, "template_source": "digits", "seed": seed, "scale": scale}
+    arrays = {
+        "learned_templates": [T.tolist() for T in trained.templates],
+        "learned_color_means": [mu.tolist() for mu in trained.color_means],
+        "true_templates": truth.templates.cpu().tolist(),
+        "X": X.cpu().tolist(),
+    }
+    return _result(3 * size * size, K, N, trained, ratio, losses, stats, arrays, settings, ev,
+                   dev, began)

@@ -127,3 +127,60 @@ def means_statistics(
         mean_dist_training_point=float(b.double().mean()),
         radius=float(radius),
     )
+
+
+@dataclass(frozen=True)
+class TemplateStatistics:
+    """Where the M learned components of a template model sit; see :func:`template_statistics`."""
+
+    M: int
+    near_training_image: int
+    true_templates_found: int
+    mean_template_cosine: float
+    mean_color_norm: float
+
+
+def template_statistics(
+    templates: torch.Tensor,
+    color_means: torch.Tensor,
+    true_templates: torch.Tensor,
+    X: torch.Tensor,
+    cosine: float = 0.99,
+    threshold: float = THRESHOLD,
+) -> TemplateStatistics:
+    r"""Summaries of a learned coloured-template mixture.
+
+    ``templates`` (M, h, w) and ``color_means`` (M, 3) are the learned :math:`T_j, \mu_j`,
+    ``true_templates`` (K, h, w) the data's, ``X`` (N, 3hw) the flattened training images. A
+    training image :math:`c \otimes T^*_k` has exactly the template :math:`T^*_k`, so a template
+    alone does not tell memorizing from generalizing; the colours do. Returned:
+
+    * ``near_training_image``: components whose mean image :math:`\mu_j \otimes T_j` meets the
+      memorization criterion against ``X`` (nearest < ``threshold`` x second nearest);
+    * ``true_templates_found``: true templates with some learned template at absolute cosine
+      similarity >= ``cosine`` (a template is defined up to sign and scale);
+    * ``mean_template_cosine``: the mean over j of :math:`\max_k |\cos(T_j, T^*_k)|`;
+    * ``mean_color_norm``: the mean of :math:`\|\mu_j\| \cdot \mathrm{rms}(T_j)`, the colour
+      scaled to templates of root-mean-square pixel 1 (the true colour means are 0).
+    """
+    if templates.ndim != 3 or true_templates.ndim != 3:
+        raise ValueError("templates and true_templates must have shape (M, h, w) and (K, h, w)")
+    flat, true_flat = templates.flatten(1), true_templates.flatten(1)
+    validate.points(flat, "templates")
+    validate.points(true_flat, "true_templates", dim=flat.shape[1])
+    validate.points(color_means, "color_means", dim=3)
+    validate.points(X, "X", dim=3 * flat.shape[1])
+    threshold = _check_threshold(threshold)
+    unit = flat / flat.norm(dim=1, keepdim=True)
+    true_unit = true_flat / true_flat.norm(dim=1, keepdim=True)
+    cos = (unit @ true_unit.T).abs()  # (M, K)
+    images = (color_means[:, :, None] * flat[:, None, :]).flatten(1)
+    b, b2, _ = nearest_two(images, X)
+    rms = flat.square().mean(1).sqrt()
+    return TemplateStatistics(
+        M=flat.shape[0],
+        near_training_image=int((b < threshold * b2).sum()),
+        true_templates_found=int((cos.amax(0) >= cosine).sum()),
+        mean_template_cosine=float(cos.amax(1).double().mean()),
+        mean_color_norm=float((color_means.norm(dim=1) * rms).double().mean()),
+    )

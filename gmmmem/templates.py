@@ -96,7 +96,8 @@ def posterior_mean(
     non-zero norm (a zero row gives NaN); ``color_means`` (..., M, 3); ``color_var``
     broadcastable to (..., 1, 1) (a per-component variance of shape (..., 1, M) also works);
     ``logit_bias`` (optional, e.g. ``-inf`` on padded components) broadcastable to (..., n, M).
-    Returns (..., n, 3, q).
+    Returns (..., n, 3, q). Both products run over the flattened (3n, q) rows: two matrix
+    products of (3n, q) and (q, M) per model.
 
     With :math:`p_j` the projections of the three channels on :math:`u_j = T_j/n_j`,
     :math:`\lambda_j = a^2 s_c^2 n_j^2` and :math:`\delta_j = p_j - a n_j \mu_j`, the logits are
@@ -108,7 +109,8 @@ def posterior_mean(
     sq_norms = (templates * templates).sum(-1)  # (..., M)
     norms = torch.sqrt(sq_norms)
     units = templates / norms.unsqueeze(-1)  # (..., M, q)
-    p = x @ units.mT.unsqueeze(-3)  # (..., n, 3, M)
+    n = x.shape[-3]
+    p = (x.flatten(-3, -2) @ units.mT).unflatten(-2, (n, 3))  # (..., n, 3, M)
     scaled_means = (norms.unsqueeze(-1) * color_means).mT.unsqueeze(-3)  # (..., 1, 3, M)
     delta = p - a.unsqueeze(-1) * scaled_means  # (..., n, 3, M)
     lam = (a * a) * color_var * sq_norms.unsqueeze(-2)  # (..., n, M)
@@ -123,7 +125,8 @@ def posterior_mean(
     w = torch.softmax(logits, dim=-1)  # (..., n, M)
     gain = a * color_var * norms.unsqueeze(-2) / v  # (..., n, M)
     colors = color_means.mT.unsqueeze(-3) + gain.unsqueeze(-2) * delta  # (..., n, 3, M)
-    return (colors * w.unsqueeze(-2)) @ templates.unsqueeze(-3)
+    weighted = (colors * w.unsqueeze(-2)).flatten(-3, -2)  # (..., 3n, M)
+    return (weighted @ templates).unflatten(-2, (n, 3))
 
 
 def lowrank_denoise(

@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -228,11 +228,111 @@ def _loss_and_grad(
     return loss, g_means, g_var * 2.0 * var.view(-1)
 
 
-def _checkpoint_key(X, sizes, config, init_means, dtype) -> dict:
-    """What a checkpoint must match to be resumed: data, sizes, settings, start, dtype."""
+class _IsotropicMixtures:
+    """The trainable state of :func:`train_gmm`: means (S, Mmax, d) padded to the largest
+    size (masked by ``bias``) and one log standard deviation per size (S,)."""
+
+    def __init__(self, start: torch.Tensor, sizes: list[int], init_var: float) -> None:
+        S, Mmax, d = len(sizes), max(sizes), start.shape[1]
+        self.means = start[:Mmax].expand(S, Mmax, d).clone()
+        self.log_std = torch.full((S,), 0.5 * math.log(init_var), device=start.device,
+                                  dtype=start.dtype)
+        self.bias = torch.zeros(S, 1, Mmax, device=start.device, dtype=start.dtype)
+        for k, M in enumerate(sizes):
+            self.bias[k, 0, M:] = -math.inf
+        budget = CHUNK_FLOATS if start.device.type == "cpu" else 64 * CHUNK_FLOATS
+        self.chunk = max(1, budget // (S * Mmax))
+        self.params = [self.means, self.log_std]
+        self.num_models = S
+
+    def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mean loss per size (S,) over the rows and its gradients, in chunks of rows."""
+        rows = x0.shape[0]
+        loss = torch.zeros_like(self.log_std)
+        grads = [torch.zeros_like(self.means), torch.zeros_like(self.log_std)]
+        for lo in range(0, rows, self.chunk):
+            hi = min(rows, lo + self.chunk)
+            part, gm, gs = _loss_and_grad(x0[lo:hi], t[lo:hi], eps[lo:hi], self.means,
+                                          self.log_std, self.bias, 1.0 / rows)
+            loss += part
+            grads[0] += gm
+            grads[1] += gs
+        return loss / rows, grads
+
+
+class Trainable(Protocol):
+    """What :func:`fit` trains: a list of parameter tensors (updated in place) and the
+    eps-prediction loss of every model size with its gradients for a batch of rows
+    (clean points ``x0`` (n, D), times ``t`` (n, 1), noise ``eps`` (n, D))."""
+
+    params: list[torch.Tensor]
+    num_models: int
+
+    def loss_and_grad(
+        self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+
+def fit(
+    model: Trainable,
+    X: torch.Tensor,
+    config: TrainConfig,
+    *,
+    key: dict,
+    desc: str,
+    progress: bool | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
+) -> tuple[np.ndarray, float]:
+    """Full-batch training of ``model`` on the flattened training points ``X`` (N, D).
+
+    Every step draws for each training point one time uniformly from the 26-point grid and
+    ``config.num_draws`` noise vectors (generator seeded with ``config.seed``, on X's device),
+    then takes one Adam (+ update EMA) step with the learning rate ``config.lr(step)``.
+    ``key`` identifies the run for checkpoints (data, sizes, settings, start, dtype): see
+    :func:`train_gmm`. Returns the loss history (steps, sizes) and the training seconds.
+    """
+    validate.positive_int(checkpoint_every, "checkpoint_every")
+    dev, N, R = X.device, X.shape[0], config.num_draws
+    gen = torch.Generator(device=dev).manual_seed(config.seed)
+    grid = time_grid(dtype=X.dtype, device=dev)
+    x0_rows = X.repeat_interleave(R, dim=0)
+    opt = _Adam(model.params, config.update_ema)
+    history = torch.empty(config.steps, model.num_models, device=dev, dtype=X.dtype)
+
+    first = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        first, done = _resume(checkpoint, key, model.params, opt, gen)
+        history[:first] = done
+
+    def save(step: int) -> None:
+        if checkpoint is not None:
+            state = {"key": key, "step": step, "params": model.params, "adam": opt.state(),
+                     "generator": gen.get_state(), "history": history[:step]}
+            _save_atomic(state, checkpoint)
+
+    t_start = time.perf_counter()
+    bar = tqdm(range(first, config.steps), initial=first, total=config.steps, desc=desc,
+               disable=None if progress is None else not progress, leave=False, mininterval=1.0)
+    for step in bar:
+        t_rows = grid[torch.randint(len(grid), (N,), generator=gen, device=dev)]
+        t_rows = t_rows.repeat_interleave(R)[:, None]
+        eps = torch.randn(x0_rows.shape, generator=gen, device=dev, dtype=X.dtype)
+        loss, grads = model.loss_and_grad(x0_rows, t_rows, eps)
+        history[step] = loss
+        opt.step(grads, config.lr(step))
+        if (step + 1) % checkpoint_every == 0:
+            save(step + 1)
+    save(config.steps)
+    return history.cpu().numpy(), time.perf_counter() - t_start
+
+
+def checkpoint_key(X, sizes, config, init, dtype, model: str = "isotropic") -> dict:
+    """What a checkpoint must match to be resumed: model, data, sizes, settings, start, dtype."""
     digest = lambda t: hashlib.sha256(t.detach().cpu().double().numpy().tobytes()).hexdigest()  # noqa: E731
-    return {"data": digest(X), "sizes": list(sizes), "config": dataclasses.asdict(config),
-            "init": None if init_means is None else digest(init_means), "dtype": str(dtype)}
+    return {"model": model, "data": digest(X), "sizes": list(sizes),
+            "config": dataclasses.asdict(config),
+            "init": None if init is None else digest(init), "dtype": str(dtype)}
 
 
 def _save_atomic(state: dict, path: str | Path) -> None:
@@ -243,21 +343,20 @@ def _save_atomic(state: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def _resume(path, key, means, log_std, opt, gen, history) -> int:
-    """Load a checkpoint into the training state in place; returns the step to start from."""
-    state = torch.load(path, map_location=means.device, weights_only=False)
+def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor]:
+    """Load a checkpoint into the parameters, optimizer and generator in place; returns the
+    step to start from and the loss history so far."""
+    state = torch.load(path, map_location=params[0].device, weights_only=False)
     if state.get("key") != key:
         raise ValueError(
             f"checkpoint {path} was made with other data, model sizes or settings; "
             "delete it or pass another checkpoint path"
         )
-    means.copy_(state["means"])
-    log_std.copy_(state["log_std"])
+    for p, saved in zip(params, state["params"]):
+        p.copy_(saved)
     opt.load(state["adam"])
     gen.set_state(state["generator"])
-    step = state["step"]
-    history[:step] = state["history"]
-    return step
+    return state["step"], state["history"]
 
 
 def train_gmm(
@@ -290,84 +389,30 @@ def train_gmm(
     sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
     if not sizes:
         raise ValueError("model_sizes is empty")
-    validate.positive_int(checkpoint_every, "checkpoint_every")
     dev = resolve(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
-    S, Mmax = len(sizes), max(sizes)
-    gen = torch.Generator(device=dev).manual_seed(config.seed)
+    Mmax = max(sizes)
     X = X.to(dev, dtype)
-
     if init_means is None:
         start = X[pmem_init_order(N, config.seed)[:Mmax].to(dev)]
     else:
         start = validate.points(init_means, "init_means", dim=d).to(dev, dtype)
         if start.shape[0] < Mmax:
             raise ValueError(f"init_means has {start.shape[0]} rows, need {Mmax}")
-    means = start[:Mmax].expand(S, Mmax, d).clone()
-    log_std = torch.full((S,), 0.5 * math.log(config.init_var), device=dev, dtype=dtype)
-    bias = torch.zeros(S, 1, Mmax, device=dev, dtype=dtype)
-    for k, M in enumerate(sizes):
-        bias[k, 0, M:] = -math.inf
-
-    grid = time_grid(dtype=dtype, device=dev)
-    R = config.num_draws
-    rows = N * R
-    budget = CHUNK_FLOATS if dev.type == "cpu" else 64 * CHUNK_FLOATS
-    chunk = max(1, budget // (S * Mmax))
-    x0_rows = X.repeat_interleave(R, dim=0)
-    opt = _Adam([means, log_std], config.update_ema)
-    history = torch.empty(config.steps, S, device=dev, dtype=dtype)
-
-    key = _checkpoint_key(X, sizes, config, init_means, dtype)
-    first = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        first = _resume(checkpoint, key, means, log_std, opt, gen, history)
-
-    def save(step: int) -> None:
-        if checkpoint is not None:
-            state = {"key": key, "step": step, "means": means, "log_std": log_std,
-                     "adam": opt.state(), "generator": gen.get_state(), "history": history[:step]}
-            _save_atomic(state, checkpoint)
-
-    t_start = time.perf_counter()
-    bar = tqdm(
-        range(first, config.steps),
-        initial=first,
-        total=config.steps,
-        desc=f"training {S} model size{'s' if S > 1 else ''}",
-        disable=None if progress is None else not progress,
-        leave=False,
-        mininterval=1.0,
+    model = _IsotropicMixtures(start, sizes, config.init_var)
+    S = len(sizes)
+    history, seconds = fit(
+        model, X, config, key=checkpoint_key(X, sizes, config, init_means, dtype),
+        desc=f"training {S} model size{'s' if S > 1 else ''}", progress=progress,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
     )
-    for step in bar:
-        t_rows = grid[torch.randint(len(grid), (N,), generator=gen, device=dev)]
-        t_rows = t_rows.repeat_interleave(R)[:, None]
-        eps = torch.randn(rows, d, generator=gen, device=dev, dtype=dtype)
-        loss = torch.zeros(S, device=dev, dtype=dtype)
-        g_means = torch.zeros_like(means)
-        g_log_std = torch.zeros_like(log_std)
-        for lo in range(0, rows, chunk):
-            hi = min(rows, lo + chunk)
-            part, gm, gs = _loss_and_grad(
-                x0_rows[lo:hi], t_rows[lo:hi], eps[lo:hi], means, log_std, bias, 1.0 / rows
-            )
-            loss += part
-            g_means += gm
-            g_log_std += gs
-        history[step] = loss / rows
-        opt.step([g_means, g_log_std], config.lr(step))
-        if (step + 1) % checkpoint_every == 0:
-            save(step + 1)
-    save(config.steps)
-    seconds = time.perf_counter() - t_start
-
-    means_cpu = means.cpu()
+    means_cpu = model.means.cpu()
     return TrainedMixtures(
         model_sizes=sizes,
         means=[means_cpu[k, :M].clone() for k, M in enumerate(sizes)],
-        var=torch.exp(2 * log_std).cpu().tolist(),
-        loss_history=history.cpu().numpy(),
+        var=torch.exp(2 * model.log_std).cpu().tolist(),
+        loss_history=history,
         config=config,
         seconds=seconds,
     )

@@ -1,0 +1,191 @@
+"""Training coloured-template mixtures: the hand-written gradient, the start, the trainer,
+the experiment and its statistics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gmmmem import metrics
+from gmmmem.experiments import PhaseTransitionResult, make_template_data, phase_transition_templates
+from gmmmem.mixtures import gmm_denoise
+from gmmmem.templates import ColoredTemplates, colorize, load_templates, posterior_mean
+from gmmmem.train import TrainConfig, pmem_init_order
+from gmmmem.train_templates import _loss_and_grad, rank1_factors, train_templates
+
+F64 = torch.float64
+
+
+def _images(N=12, K=3, size=5, seed=0):
+    truth = ColoredTemplates(load_templates(K, size, dtype=F64), torch.randn(K, 3, dtype=F64), 0.7)
+    X, _ = truth.sample(N, torch.Generator().manual_seed(seed))
+    return truth, X
+
+
+def _autograd_loss(x0, t, eps, T, mu, log_std):
+    """The loss of one model through autograd of :func:`gmmmem.templates.posterior_mean`."""
+    a = torch.sqrt(1 - t * t)
+    x = a[..., None] * x0 + t[..., None] * eps
+    out = posterior_mean(x, a, t * t, T, mu, torch.exp(2 * log_std))
+    return ((a * a / (t * t))[..., None] * (out - x0) ** 2).sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hand_written_gradient_equals_autograd(seed):
+    g = torch.Generator().manual_seed(seed)
+    M, q, n = 6, 11, 7
+    T = torch.rand(M, q, generator=g, dtype=F64) + 0.05
+    mu = torch.randn(M, 3, generator=g, dtype=F64)
+    log_std = torch.randn(1, generator=g, dtype=F64) - 1.0
+    x0 = torch.randn(n, 3, q, generator=g, dtype=F64)
+    eps = torch.randn(n, 3, q, generator=g, dtype=F64)
+    t = torch.tensor([0.001, 0.05, 0.2, 0.5, 0.8, 0.95, 0.999], dtype=F64)[:, None]
+    loss, gT, gmu, gs = _loss_and_grad(x0, t, eps, T, mu, log_std, 0.3)
+    params = [p.clone().requires_grad_() for p in (T, mu, log_std)]
+    ref = _autograd_loss(x0, t, eps, *params)
+    torch.testing.assert_close(loss[0], ref.detach(), rtol=1e-12, atol=0)
+    for mine, want in zip((gT, gmu, gs), torch.autograd.grad(0.3 * ref, params)):
+        torch.testing.assert_close(mine, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()))
+
+
+def test_gradient_is_finite_at_tiny_colour_variance():
+    _, X = _images()
+    T, c = rank1_factors(X[:4])
+    t = torch.tensor([[0.001], [0.5], [0.999]], dtype=F64)
+    x0 = X[:3].flatten(2)
+    eps = torch.randn(x0.shape, dtype=F64, generator=torch.Generator().manual_seed(0))
+    out = _loss_and_grad(x0, t, eps, T.flatten(1), c, torch.tensor([0.5 * math.log(1e-12)], dtype=F64), 1.0)
+    assert all(bool(torch.isfinite(o).all()) for o in out)
+
+
+def test_rank1_factors_reconstruct_coloured_templates_with_rms_one_templates():
+    _, X = _images()
+    T, c = rank1_factors(X)
+    torch.testing.assert_close(colorize(c, T), X, rtol=0, atol=1e-12)
+    torch.testing.assert_close(T.square().mean((1, 2)), torch.ones(len(X), dtype=F64))
+    assert bool((T.sum((1, 2)) >= 0).all())
+    # the best rank-one approximation of a rank-2 image is its leading singular part
+    Y = X[:1].clone()
+    Y[0, 0] += 0.1 * torch.rand(Y.shape[-2:], dtype=F64)
+    T1, c1 = rank1_factors(Y)
+    flat = Y[0].flatten(1)
+    U, S, Vh = torch.linalg.svd(flat)
+    torch.testing.assert_close(colorize(c1, T1)[0].flatten(1), S[0] * torch.outer(U[:, 0], Vh[0]))
+
+
+def test_rank1_factors_reject_bad_images():
+    with pytest.raises(ValueError, match=r"\(n, 3, h, w\)"):
+        rank1_factors(torch.ones(2, 4, 4))
+    with pytest.raises(ValueError, match="all-zero"):
+        rank1_factors(torch.zeros(1, 3, 4, 4))
+
+
+def test_start_is_the_memorizing_denoiser_of_the_first_images():
+    _, X = _images()
+    cfg = TrainConfig(steps=1, peak_lr=1e-12, final_lr=0.0, seed=3, init_var=1e-10)
+    trained = train_templates(X, [5], cfg, progress=False, dtype=F64)
+    start = X[pmem_init_order(len(X), 3)[:5]].flatten(1)
+    x = torch.randn(20, X[0].numel(), dtype=F64, generator=torch.Generator().manual_seed(1))
+    for t in (0.05, 0.5, 0.9):
+        torch.testing.assert_close(trained.denoiser(0)(x, t), gmm_denoise(x, t, start, 0.0),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_training_decreases_the_loss_and_grows_the_colour_variance():
+    _, X = _images(N=16)
+    cfg = TrainConfig(steps=600, peak_lr=1e-2, final_lr=1e-3, num_draws=4, seed=0)
+    trained = train_templates(X, [3], cfg, progress=False, dtype=F64)
+    h = trained.loss_history[:, 0]
+    assert np.median(h[-100:]) < 0.5 * np.median(h[:100])  # the loss is heavy-tailed in t
+    assert trained.var[0] > 2 * cfg.init_var  # it grows slowly at first (chapter 3)
+
+
+def test_batched_sizes_train_exactly_as_each_alone():
+    _, X = _images()
+    cfg = TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-3, num_draws=3, update_ema=0.9)
+    both = train_templates(X, [3, 7], cfg, progress=False, dtype=F64)
+    for k, M in enumerate([3, 7]):
+        alone = train_templates(X, [M], cfg, progress=False, dtype=F64)
+        torch.testing.assert_close(both.templates[k], alone.templates[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(both.color_means[k], alone.color_means[0], rtol=1e-12, atol=1e-12)
+        assert both.var[k] == pytest.approx(alone.var[0], rel=1e-12)
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    _, X = _images()
+    cfg = TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-3, num_draws=2, update_ema=0.9)
+    kw = dict(progress=False, dtype=F64)
+    full = train_templates(X, [2, 5], cfg, **kw)
+    ck = tmp_path / "run.ckpt"
+    real_lr = TrainConfig.lr
+
+    def interrupt_at_17(self, step):
+        if step == 17:
+            raise KeyboardInterrupt
+        return real_lr(self, step)
+
+    monkeypatch.setattr(TrainConfig, "lr", interrupt_at_17)
+    with pytest.raises(KeyboardInterrupt):
+        train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, **kw)
+    monkeypatch.setattr(TrainConfig, "lr", real_lr)
+    resumed = train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(full.templates, resumed.templates))
+    assert full.var == resumed.var and np.array_equal(full.loss_history, resumed.loss_history)
+
+
+@pytest.mark.parametrize(
+    "call,word",
+    [
+        (lambda X: train_templates(X.flatten(1), [2], TrainConfig.preset("ci")), r"\(N, 3, h, w\)"),
+        (lambda X: train_templates(X, [13], TrainConfig.preset("ci")), "model size"),
+        (lambda X: train_templates(X, [], TrainConfig.preset("ci")), "empty"),
+        (lambda X: phase_transition_templates(3, 1, size=5), "N must be >= 2"),
+        (lambda X: phase_transition_templates(3, 10, [5, 3], size=5), "increasing"),
+        (lambda X: phase_transition_templates(3, 10, size=0), "size"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(call, word):
+    _, X = _images()
+    with pytest.raises(ValueError, match=word):
+        call(X)
+
+
+def test_template_data_are_reproducible_coloured_templates():
+    truth, X, X_test = make_template_data(3, 8, 6, 0, torch.device("cpu"))
+    again, Y, _ = make_template_data(3, 8, 6, 0, torch.device("cpu"))
+    assert torch.equal(X, Y) and not torch.equal(X, X_test)
+    assert X.shape == (8, 3, 6, 6) and truth.color_var == 1.0
+    T, _ = rank1_factors(X)  # every image is a colour times one of the K templates
+    cos = (T.flatten(1) @ truth.templates.flatten(1).T).abs()
+    cos /= T.flatten(1).norm(dim=1)[:, None] * truth.templates.flatten(1).norm(dim=1)
+    torch.testing.assert_close(cos.amax(1), torch.ones(8, dtype=F64))
+
+
+def test_phase_transition_templates_runs_and_round_trips(tmp_path):
+    cfg = TrainConfig(steps=40, peak_lr=3e-3, final_lr=3e-6, num_draws=2)
+    r = phase_transition_templates(2, 6, [2, 6], size=4, scale="ci", config=cfg, progress=False)
+    assert r.d == 3 * 16 and r.model_sizes == [2, 6]
+    assert all(0.0 <= x <= 1.0 for x in r.memorization_ratio)
+    assert np.asarray(r.train_loss).shape == (2, 26)
+    assert np.asarray(r.reference["pmem_train"]).shape == (2, 26)
+    # the memorizing denoiser has (close to) zero training loss at small noise
+    assert r.reference["mem_train"][0] < 1e-3 * r.reference["true_train"][0]
+    assert r.provenance["settings"]["experiment"] == "phase_transition_templates"
+    back = PhaseTransitionResult.load(r.save(tmp_path / "r.json"))
+    assert back.memorization_ratio == r.memorization_ratio and back.means_stats == r.means_stats
+
+
+def test_template_statistics_on_known_cases():
+    truth, X = _images(N=10, K=3)
+    flatX = X.flatten(1)
+    # the true templates with zero colours: every template found, no component on an image
+    s = metrics.template_statistics(truth.templates, torch.zeros(3, 3, dtype=F64), truth.templates, flatX)
+    assert (s.M, s.true_templates_found, s.near_training_image) == (3, 3, 0)
+    assert s.mean_template_cosine == pytest.approx(1.0) and s.mean_color_norm == 0.0
+    # components at training images: all of them sit on a training image
+    T, c = rank1_factors(X[:4])
+    s = metrics.template_statistics(T, c, truth.templates, flatX)
+    assert s.near_training_image == 4 and s.mean_template_cosine == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shape"):
+        metrics.template_statistics(T.flatten(1), c, truth.templates, flatX)
