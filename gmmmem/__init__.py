@@ -7,11 +7,15 @@ mixtures     isotropic Gaussian mixtures and their exact posterior-mean denoiser
 templates    coloured templates (image-like, low-rank data) and their exact denoiser
 losses       Monte Carlo denoising losses and the closed forms of Theorems 3.1/3.2
 train        gradient training of mixture denoisers, all model sizes at once
+train_templates  gradient training of coloured-template mixtures
 sampling     the DDIM (and DDPM) sampler
 metrics      the memorization ratio and where learned means sit
 experiments  the phase-transition experiment (Figure 2) and its result files
 sweep        phase transitions over a grid of configurations, on Dask
 weights      fitting the time weights lambda_t that predict the transition
+predict      the predicted memorization threshold of a configuration, before training
+data_size    the transition along the other axis: fixed model size, growing training set
+null_model   the singleton-cell null model of the partially memorizing start
 provenance   what a result file records about how it was made
 config       the scale (ci / default / paper) a chapter or command runs at
 device       the torch device computations run on

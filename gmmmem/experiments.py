@@ -304,6 +304,14 @@ def _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, b
 TEMPLATE_DRAWS = 2
 
 
+def template_config(scale: str, **overrides) -> TrainConfig:
+    """The training preset of ``scale`` for template models: ``TEMPLATE_DRAWS`` noise draws
+    except at ``paper`` scale; fields overridable (``seed=...``, ``steps=...``)."""
+    if check_scale(scale) != "paper":
+        overrides = {"num_draws": TEMPLATE_DRAWS, **overrides}
+    return TrainConfig.preset(scale, **overrides)
+
+
 def phase_transition_templates(
     K: int,
     N: int,
@@ -322,8 +330,8 @@ def phase_transition_templates(
 
     Data: :func:`make_template_data` (K templates of ``size`` x ``size`` pixels, colours
     N(0, I_3)); models: :func:`gmmmem.train_templates.train_templates`; measured exactly as
-    :func:`phase_transition` on the flattened images (D = 3 size^2). The training preset of
-    ``scale`` is used with ``TEMPLATE_DRAWS`` noise draws except at ``paper`` scale. Per size,
+    :func:`phase_transition` on the flattened images (D = 3 size^2). Training follows
+    :func:`template_config` unless ``config`` is given. Per size,
     ``means_stats`` holds :func:`gmmmem.metrics.template_statistics`.
     """
     for name, value in (("K", K), ("N", N), ("size", size)):
@@ -332,10 +340,7 @@ def phase_transition_templates(
         raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
     check_scale(scale)
     sizes = _model_sizes(model_sizes, N)
-    if config is None:
-        config = TrainConfig.preset(scale, seed=seed)
-        if scale != "paper":
-            config = dataclasses.replace(config, num_draws=TEMPLATE_DRAWS)
+    config = config or template_config(scale, seed=seed)
     ev = eval_config or EVAL_PRESETS[scale]
     dev = resolve(device)
     began = time.perf_counter()

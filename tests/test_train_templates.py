@@ -189,3 +189,17 @@ def test_template_statistics_on_known_cases():
     assert s.near_training_image == 4 and s.mean_template_cosine == pytest.approx(1.0)
     with pytest.raises(ValueError, match="shape"):
         metrics.template_statistics(T.flatten(1), c, truth.templates, flatX)
+
+
+def test_command_line(tmp_path, capsys):
+    from gmmmem.__main__ import main
+
+    out = tmp_path / "run.json"
+    main(["phase-transition-templates", "--K", "2", "--N", "6", "--size", "4", "--sizes", "2", "6",
+          "--scale", "ci", "--steps", "20", "--device", "cpu", "--no-progress", "--out", str(out)])
+    r = PhaseTransitionResult.load(out)
+    settings = r.provenance["settings"]
+    assert r.model_sizes == [2, 6] and settings["experiment"] == "phase_transition_templates"
+    assert settings["train_config"]["steps"] == 20 and settings["train_config"]["num_draws"] == 2
+    assert "transition start" in capsys.readouterr().out
+    assert not (tmp_path / "run.json.checkpoint").exists()

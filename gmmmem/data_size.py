@@ -1,0 +1,184 @@
+r"""The other axis: fix the model size M and grow the training set.
+
+The crossover of chapter 2 says a model of size :math:`M` trained on :math:`N` points
+memorizes when :math:`M/N` exceeds :math:`w = M^\star/N` (about 0.8) and generalizes below.
+Read at a fixed model size, the same statement predicts the training-set size at which models
+stop memorizing:
+
+.. math:: N^\star = M / w ,
+
+memorizing for :math:`N < N^\star`, generalizing for :math:`N > N^\star` — the transition seen
+by the earlier empirical literature as the training set grows at fixed capacity.
+
+:func:`data_size` measures it. For one configuration (dimension ``d``, ``K`` true components,
+data variance ``var``, model size ``M``, ``seed``) it draws *one* training set of
+:math:`\max N` points (:func:`gmmmem.experiments.make_data`) and trains, for every :math:`N`,
+one model on its first :math:`N` points. The datasets are nested, and every model starts
+from the same :math:`M` points, the first :math:`M` of the set (a partially memorizing
+start, as :func:`gmmmem.train.train_gmm`'s own: the points are i.i.d., so the first
+:math:`M` are as random a choice as any). What changes from one :math:`N` to the next is only
+the :math:`N - M` further training points, so the curve is smooth in :math:`N`. The
+memorization ratio is measured as :func:`gmmmem.experiments.phase_transition` does (samples
+of the DDIM sampler over the 26 times, the :math:`d_1 < d_2/3` criterion against the model's
+own :math:`N` training points), with the same sampling noise for every :math:`N`.
+
+The transition in :math:`N` mirrors the one in :math:`M` (:func:`transition_in_n`): the
+memorization ratio *falls* as :math:`N` grows, its start and end are the largest :math:`N`
+whose ratio still reaches 0.9 and 0.1, and :math:`N_{pt}` the size where it falls through
+0.5, interpolated linearly (:func:`stop_memorizing`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from . import metrics, provenance, validate
+from .config import check_scale
+from .device import resolve
+from .diffusion import time_grid
+from .experiments import EVAL_PRESETS, EvalConfig, make_data, midpoint, transition
+from .sampling import ddim_sample
+from .train import TrainConfig, train_gmm
+
+
+def transition_in_n(Ns: Sequence[int], ratio: Sequence[float]) -> tuple[int | None, int | None]:
+    """(memorizes up to, generalizes above): the largest N whose ratio reaches 0.9, and 0.1.
+
+    The transition of :func:`gmmmem.experiments.transition` read along the decreasing axis:
+    the largest training-set size with ratio >= 0.9 (the end of the transition seen from the
+    memorizing side) and the largest with ratio >= 0.1 (above it every measured size
+    generalizes). None where no size reaches the level.
+    """
+    at_01, at_09 = transition([-n for n in Ns[::-1]], list(ratio)[::-1])
+    return (None if at_09 is None else -at_09, None if at_01 is None else -at_01)
+
+
+def stop_memorizing(Ns: Sequence[int], ratio: Sequence[float]) -> float | None:
+    """N_pt: the training-set size where the ratio, falling with N, crosses 0.5.
+
+    Scanning from the largest N downwards, the first size whose ratio reaches 0.5, linearly
+    interpolated with the next larger one (:func:`gmmmem.experiments.midpoint` on the
+    reversed axis). None when no size reaches 0.5.
+    """
+    m = midpoint([-n for n in Ns[::-1]], list(ratio)[::-1])
+    return None if m is None else -m
+
+
+@dataclass
+class DataSizeResult:
+    """The memorization ratio of models of one size M trained on nested training sets."""
+
+    d: int
+    K: int
+    var: float
+    M: int
+    seed: int
+    training_sizes: list[int]
+    memorization_ratio: list[float]
+    learned_var: list[float]
+    train_seconds: list[float]
+    provenance: dict[str, Any] = field(repr=False)
+
+    @property
+    def transition(self) -> tuple[int | None, int | None]:
+        """(memorizes up to, generalizes above), see :func:`transition_in_n`."""
+        return transition_in_n(self.training_sizes, self.memorization_ratio)
+
+    @property
+    def stop_point(self) -> float | None:
+        """N_pt, the N where the ratio falls through 0.5 (:func:`stop_memorizing`)."""
+        return stop_memorizing(self.training_sizes, self.memorization_ratio)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result as JSON (atomically)."""
+        return provenance.write_json_atomic(path, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DataSizeResult":
+        """Read a result written by :meth:`save`."""
+        with open(path) as f:
+            raw = json.load(f)
+        missing = {f.name for f in dataclasses.fields(cls)} - raw.keys()
+        if missing:
+            raise ValueError(f"{path} is not a data-size result: missing {sorted(missing)}")
+        return cls(**raw)
+
+
+def data_size(
+    d: int,
+    K: int,
+    M: int,
+    training_sizes: Sequence[int],
+    var: float = 1.0,
+    seed: int = 0,
+    scale: str = "default",
+    device: str | torch.device | None = None,
+    *,
+    config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    progress: bool | None = None,
+) -> DataSizeResult:
+    """Train one model of size ``M`` per training-set size N in ``training_sizes`` and measure.
+
+    ``training_sizes``: strictly increasing, each N >= max(M, 2). ``scale`` picks the training
+    and evaluation presets (``config`` / ``eval_config`` override them). Data, training and
+    sampling noise all derive from ``seed``, as in :func:`gmmmem.experiments.phase_transition`.
+    """
+    for name, value in (("d", d), ("K", K), ("M", M)):
+        validate.positive_int(value, name)
+    if not 0.0 < float(var) < math.inf:
+        raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
+    var = float(var)
+    Ns = [validate.positive_int(n, "training-set size N") for n in training_sizes]
+    if not Ns:
+        raise ValueError("training_sizes is empty")
+    if sorted(set(Ns)) != Ns:
+        raise ValueError(f"training_sizes must be strictly increasing, got {list(training_sizes)}")
+    if Ns[0] < max(M, 2):
+        raise ValueError(
+            f"every training-set size must be >= max(M, 2) = {max(M, 2)} (M = {M} means start at "
+            f"M distinct training points; the memorization criterion needs two), got {Ns[0]}"
+        )
+    check_scale(scale)
+    config = config or TrainConfig.preset(scale, seed=seed)
+    ev = eval_config or EVAL_PRESETS[scale]
+    dev = resolve(device)
+    began = time.perf_counter()
+
+    _, X_all, _ = make_data(d, K, Ns[-1], seed, dev, var)
+    times = time_grid(dtype=torch.float64)
+    ratio, learned_var, seconds = [], [], []
+    for N in Ns:
+        X = X_all[:N]
+        trained = train_gmm(X, [M], config, dev, init_means=X_all[:M], progress=progress)
+        gen = torch.Generator(device=dev).manual_seed(seed + 1)
+        samples = ddim_sample(trained.denoiser(0), ev.num_samples, d, times, gen,
+                              dtype=torch.float64, device=dev)
+        ratio.append(metrics.memorization_ratio(samples, X))
+        learned_var.append(trained.var[0])
+        seconds.append(round(trained.seconds, 2))
+
+    settings = {
+        "experiment": "data_size",
+        "d": d, "K": K, "var": var, "M": M, "seed": seed, "scale": scale,
+        "training_sizes": Ns,
+        "init": "the first M training points (the same for every N)",
+        "train_config": dataclasses.asdict(config),
+        "eval_config": dataclasses.asdict(ev),
+    }
+    return DataSizeResult(
+        d=d, K=K, var=var, M=M, seed=seed,
+        training_sizes=Ns,
+        memorization_ratio=ratio,
+        learned_var=learned_var,
+        train_seconds=seconds,
+        provenance=provenance.record(settings, dev, time.perf_counter() - began),
+    )

@@ -1,0 +1,337 @@
+r"""Predict before you train: where a configuration should start to memorize.
+
+The prediction is chapter 4's closed-form crossover (Theorems 3.1/3.2 with :math:`c = 2`),
+
+.. math:: \frac{M^\star}{N} = \sum_t w_t\, \frac{\tfrac12 + \psi_t s_\star^2}{1 + \psi_t s_\star^2},
+
+with the time weights :math:`w` (non-negative, summing to one) fitted once on the committed
+sweep (:func:`fit_weights`, across all its data variances, where this predictor had the best
+held-out errors) and stored as JSON (:func:`write_weights`, ``data/weights/default.json``).
+It depends on the configuration through the training-set size :math:`N` and the data variance
+:math:`s_\star^2` only; the dimension :math:`d` and the number of clusters :math:`K` enter
+only through the range check (:class:`RangeWarning`).
+
+Beside the midpoint :math:`M^\star` (where half the samples are memorized), a prediction gives
+the model sizes below which the model should generalize and above which it should memorize:
+:math:`M^\star` plus the median offset, over the sweep, of the measured transition start
+(first size with memorization ratio >= 0.1) and end (first size >= 0.9) from the measured
+midpoint, in units of :math:`N`.
+
+The stored file also holds the held-out errors of the predictor under chapter 4's three
+evaluations (random 75/25 splits, leave one :math:`N` out, fit on variance 1 only) beside
+those of a constant predictor (the mean measured :math:`M_{pt}/N` of the fitted
+configurations), so a prediction is reported with the error it can be trusted to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import config as _config
+
+#: The predictor the weights are fitted for (chapter 4's closed form, fitted across variances).
+PREDICTOR = "closed form (Theorems 3.1/3.2, c = 2), time weights fitted across data variances"
+
+#: The constant of Theorem 3.2.
+C = 2.0
+
+#: Chapter 4's random held-out evaluation: splits, held-out fraction, seed.
+SPLITS, TEST_FRACTION, SPLIT_SEED = 40, 0.25, 0
+
+#: The parameters whose fitted range is checked, in the order they are reported.
+RANGE_PARAMETERS = ("d", "K", "N", "var")
+
+
+class RangeWarning(UserWarning):
+    """A configuration lies outside the range of the configurations the weights were fitted on."""
+
+
+def default_sweep() -> Path:
+    """The committed sweep the weights are fitted on."""
+    return _config.data_dir() / "sweeps" / "default.jsonl"
+
+
+def default_weights() -> Path:
+    """The committed fitted weights."""
+    return _config.data_dir() / "weights" / "default.json"
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+@dataclass(frozen=True)
+class _ConstantFit:
+    """Baseline: predict the mean measured M_pt/N of the fitted configurations."""
+
+    train_mse: float
+    test_mse: float | None
+
+    @classmethod
+    def fit(cls, measured: np.ndarray, mask: np.ndarray) -> "_ConstantFit":
+        mean = measured[mask].mean()
+        test = float(np.mean((measured[~mask] - mean) ** 2)) if (~mask).any() else None
+        return cls(float(np.mean((measured[mask] - mean) ** 2)), test)
+
+
+def _summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n_splits", "train_mse_mean", "train_mse_std", "test_mse_mean", "test_mse_std")
+    return {k: evaluation[k] for k in keys}
+
+
+def fit_weights(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    r"""Fit the closed-form weights on sweep ``records`` and evaluate them held out.
+
+    ``records``: sweep records (:func:`gmmmem.sweep.load_sweep`), each with a measured
+    midpoint. Returns a JSON-ready dictionary: the times and fitted weights, the fit on all
+    records (training MSE, effective degrees of freedom), the held-out evaluation of the
+    closed form and of the constant baseline (chapter 4's three evaluations, each where the
+    records allow it: leaving one N out needs two N, fitting on variance 1 other variances),
+    the transition width (start/N and end/N of every record, and the median offsets of start
+    and end from the midpoint), the fitted range of every parameter, and the records'
+    configurations with their measured and fitted ratios.
+    """
+    import torch
+
+    from . import weights
+    from .diffusion import time_grid
+
+    if len(records) < 2:
+        raise ValueError(f"need at least 2 sweep records to fit and hold out, got {len(records)}")
+    missing = [r["config"] for r in records if r["midpoint"] is None or r["start"] is None
+               or r["end"] is None]
+    if missing:
+        raise ValueError(f"records without a complete transition (start, midpoint, end): {missing}")
+    cfg = {name: np.array([r["config"][name] for r in records]) for name in ("d", "K", "N", "var")}
+    measured = np.array([r["midpoint_over_N"] for r in records], dtype=float)
+    N = cfg["N"].astype(float)
+    start = np.array([r["start"] for r in records]) / N
+    end = np.array([r["end"] for r in records]) / N
+    t = time_grid(dtype=torch.float64).numpy()
+
+    def closed(mask: np.ndarray) -> Any:
+        return weights.fit_lambda(t, cfg["var"], measured, mask, c=C)
+
+    def constant(mask: np.ndarray) -> _ConstantFit:
+        return _ConstantFit.fit(measured, mask)
+
+    evaluations = {
+        "random 75/25": weights.random_splits(len(records), SPLITS, TEST_FRACTION, SPLIT_SEED)
+    }
+    if np.unique(cfg["N"]).size > 1:
+        evaluations["leave one N out"] = weights.group_splits(cfg["N"])
+    var_one = cfg["var"] == 1.0
+    if var_one.any() and not var_one.all():
+        evaluations["fit on variance 1"] = [var_one]
+    held_out = {
+        name: {"closed form": _summary(weights.evaluate(closed, splits)),
+               "constant (baseline)": _summary(weights.evaluate(constant, splits))}
+        for name, splits in evaluations.items()
+    }
+    fit = closed(np.ones(len(records), dtype=bool))
+    return {
+        "predictor": PREDICTOR,
+        "c": C,
+        "times": t.tolist(),
+        "weights": fit.weights.tolist(),
+        "fit": {"n_configs": len(records), "train_mse": fit.train_mse,
+                "effective_dof": fit.effective_dof, "optimality_gap": fit.optimality_gap},
+        "held_out": held_out,
+        "evaluation": {"random_splits": SPLITS, "test_fraction": TEST_FRACTION,
+                       "split_seed": SPLIT_SEED},
+        "width": {
+            "start_over_N": start.tolist(),
+            "end_over_N": end.tolist(),
+            "start_offset": float(np.median(start - measured)),
+            "end_offset": float(np.median(end - measured)),
+        },
+        "fitted_range": {name: [float(cfg[name].min()), float(cfg[name].max())]
+                         for name in RANGE_PARAMETERS},
+        "configs": [{**{k: r["config"][k] for k in ("d", "K", "N", "var", "seed")},
+                     "measured": m, "fitted": float(p)}
+                    for r, m, p in zip(records, measured.tolist(), fit.predictions)],
+    }
+
+
+def write_weights(sweep: str | Path | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """Fit on the sweep file ``sweep`` (default :func:`default_sweep`), write ``out``
+    (default :func:`default_weights`) with provenance, and return what was written."""
+    import torch
+
+    from . import provenance
+    from .sweep import load_sweep
+
+    sweep = Path(sweep) if sweep is not None else default_sweep()
+    out = Path(out) if out is not None else default_weights()
+    if not sweep.is_file():
+        raise ValueError(f"sweep file {sweep} does not exist")
+    began = time.perf_counter()
+    payload = fit_weights(load_sweep(sweep))
+    settings = {
+        "experiment": "fit_weights",
+        "sweep": sweep.name,
+        "sweep_sha256": hashlib.sha256(sweep.read_bytes()).hexdigest(),
+        "predictor": PREDICTOR,
+        **payload["evaluation"],
+    }
+    payload["provenance"] = provenance.record(settings, torch.device("cpu"),
+                                              time.perf_counter() - began)
+    provenance.write_json_atomic(out, payload)
+    return payload
+
+
+# ----------------------------------------------------------------------------- predicting
+
+
+def load_weights(path: str | Path | None = None) -> dict[str, Any]:
+    """The fitted weights written by :func:`write_weights` (default :func:`default_weights`)."""
+    import json
+
+    path = Path(path) if path is not None else default_weights()
+    if not path.is_file():
+        raise ValueError(f"no fitted weights at {path}: make them with "
+                         f"`python -m gmmmem fit-weights --out {path}`")
+    with open(path) as f:
+        payload = json.load(f)
+    needed = ("predictor", "c", "times", "weights", "held_out", "width", "fitted_range")
+    absent = [k for k in needed if k not in payload]
+    if absent:
+        raise ValueError(f"{path} is not a fitted-weights file: missing {absent}")
+    return payload
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Where a configuration should memorize; model sizes M are in units of model components."""
+
+    d: int
+    K: int
+    N: int
+    var: float
+    M_star_over_N: float
+    M_star: float
+    generalizes_below: float
+    memorizes_above: float
+    predictor: str
+    held_out_mse: dict[str, float]
+    baseline_held_out_mse: dict[str, float]
+    warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of every field."""
+        out = asdict(self)
+        out["warnings"] = list(self.warnings)
+        return out
+
+
+def _integer(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def predict(d: int, K: int, N: int, var: float = 1.0,
+            fitted: dict[str, Any] | str | Path | None = None) -> Prediction:
+    r"""Predict the memorization threshold of dimension ``d``, ``K`` clusters, ``N`` training
+    points and data variance ``var`` from ``fitted`` weights (a dictionary of
+    :func:`load_weights`, a path, or None: the committed file).
+
+    Raises ``ValueError`` on a bad configuration (``d``, ``K`` >= 1, ``N`` >= 2 integers,
+    ``var`` finite and > 0); warns (:class:`RangeWarning`, one per parameter, also listed in
+    :attr:`Prediction.warnings`) when a parameter lies outside the fitted range.
+    """
+    d, K = _integer(d, "d", 1), _integer(K, "K", 1)
+    N = _integer(N, "N (the training-set size; the memorization criterion needs two points)", 2)
+    if isinstance(var, bool) or not isinstance(var, numbers.Real) or not 0.0 < var < math.inf:
+        raise ValueError(f"var (the data variance) must be a finite number > 0, got {var!r}")
+    var = float(var)
+    fitted = fitted if isinstance(fitted, dict) else load_weights(fitted)
+
+    values = {"d": d, "K": K, "N": N, "var": var}
+    notes = []
+    for name in RANGE_PARAMETERS:
+        lo, hi = fitted["fitted_range"][name]
+        if not lo <= values[name] <= hi:
+            notes.append(f"{name} = {values[name]:g} lies outside the fitted range {lo:g}..{hi:g} "
+                         f"of the sweep the weights were fitted on: the prediction extrapolates")
+    for note in notes:
+        warnings.warn(note, RangeWarning, stacklevel=2)
+
+    from .weights import crossover_ratio  # torch: imported once the input is known to be good
+
+    ratio = float(crossover_ratio(fitted["weights"], fitted["times"], var, fitted["c"]))
+    width = fitted["width"]
+    held = fitted["held_out"]
+    return Prediction(
+        d=d, K=K, N=N, var=var,
+        M_star_over_N=ratio,
+        M_star=ratio * N,
+        generalizes_below=(ratio + width["start_offset"]) * N,
+        memorizes_above=(ratio + width["end_offset"]) * N,
+        predictor=fitted["predictor"],
+        held_out_mse={k: v["closed form"]["test_mse_mean"] for k, v in held.items()},
+        baseline_held_out_mse={k: v["constant (baseline)"]["test_mse_mean"] for k, v in held.items()},
+        warnings=tuple(notes),
+    )
+
+
+# ----------------------------------------------------------------------------- checking
+
+#: Configurations the weights were not fitted on, (d, K, N, data variance), to check against:
+#: both outside the fitted range of d (the first also of K), inside those of N and the variance.
+CHECK_CONFIGS = ((20, 2, 60, 1.5), (50, 4, 50, 0.7))
+
+
+def run_check(out_dir: str | Path, configs: Sequence[tuple[int, int, int, float]] = CHECK_CONFIGS,
+              fitted: str | Path | None = None, *, n_workers: int | None = None,
+              scheduler: str | None = None, scale: str = "default",
+              train: dict[str, Any] | None = None, eval_config: Any = None,
+              seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Predict, then train: the predictions for ``configs`` first, then their measured transitions.
+
+    Writes ``out_dir/predictions.json`` (the :class:`Prediction` of each configuration from the
+    weights file ``fitted``, with provenance) before any training starts — kept as it is when
+    it already holds the predictions of the same weights and configurations — then locates
+    each configuration's transition with the sweep's two-stage search
+    (:func:`gmmmem.sweep.run_sweep`: on ``scheduler``, else a local cluster of ``n_workers``
+    workers; at ``scale``, ``train`` / ``eval_config`` overriding its presets) into
+    ``out_dir/measured.jsonl``, which resumes like any sweep file; every configuration with
+    seed ``seed``. Returns (the predictions
+    file's payload, the sweep records).
+    """
+    import json
+
+    import torch
+
+    from . import provenance
+    from .sweep import Config, run_sweep
+
+    out_dir = Path(out_dir)
+    path = Path(fitted) if fitted is not None else default_weights()
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RangeWarning)  # kept in each prediction's warnings
+        predictions = [predict(d, K, N, var, load_weights(path)).to_dict()
+                       for d, K, N, var in configs]
+    settings = {"experiment": "predict_check", "weights": path.name,
+                "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "configs": [list(c) for c in configs]}
+    target = out_dir / "predictions.json"
+    payload = json.loads(target.read_text()) if target.is_file() else None
+    if payload is None or payload["provenance"]["settings"] != settings:
+        payload = {"predictions": predictions,
+                   "provenance": provenance.record(settings, torch.device("cpu"),
+                                                   time.perf_counter() - began)}
+        provenance.write_json_atomic(target, payload)
+    grid = [Config(d, K, N, var, seed) for d, K, N, var in configs]
+    records = run_sweep(grid, out_dir / "measured.jsonl", scale, scheduler, n_workers,
+                        progress=False, train=train, eval_config=eval_config)
+    return payload, records

@@ -1,0 +1,203 @@
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gmmmem import predict as P
+from gmmmem.__main__ import main
+from gmmmem.diffusion import time_grid
+from gmmmem.experiments import EvalConfig
+from gmmmem.sweep import load_sweep
+from gmmmem.weights import crossover_ratio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return P.load_weights()
+
+
+def _flat(x, prefix=""):
+    """Nested dicts and lists as one flat dict of leaves, for pytest.approx."""
+    if isinstance(x, dict):
+        return {k: v for key, val in x.items() for k, v in _flat(val, f"{prefix}{key}/").items()}
+    if isinstance(x, list):
+        return {k: v for i, val in enumerate(x) for k, v in _flat(val, f"{prefix}{i}/").items()}
+    return {prefix: x}
+
+
+def _record(d, K, N, var, mid, start, end):
+    """The fields of a sweep record that fit_weights reads."""
+    return {"config": {"d": d, "K": K, "N": N, "var": var, "seed": 0}, "midpoint": mid * N,
+            "midpoint_over_N": mid, "start": start, "end": end}
+
+
+def test_committed_weights_are_the_fit_of_the_committed_sweep(tmp_path, committed):
+    out = tmp_path / "w.json"
+    assert main(["fit-weights", "--out", str(out)]) == 0
+    fresh = json.loads(out.read_text())
+    for key in ("weights", "times", "held_out", "width", "fitted_range", "configs", "fit"):
+        assert _flat(fresh[key]) == pytest.approx(_flat(committed[key]), rel=1e-9, abs=1e-12), key
+    assert fresh["provenance"]["settings"] == committed["provenance"]["settings"]
+    # The file names what it was fitted on, and the weights lie on the simplex.
+    records = load_sweep(P.default_sweep())
+    assert committed["fit"]["n_configs"] == len(records)
+    w = np.array(committed["weights"])
+    assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
+
+
+def test_prediction_against_an_independent_computation(committed):
+    t = np.array(committed["times"])
+    w = np.array(committed["weights"]) / np.sum(committed["weights"])
+    records = load_sweep(P.default_sweep())
+    mid = np.array([r["midpoint"] for r in records])
+    start = np.median([(r["start"] - m) / r["config"]["N"] for r, m in zip(records, mid)])
+    end = np.median([(r["end"] - m) / r["config"]["N"] for r, m in zip(records, mid)])
+    for var, N in [(1.0, 50), (0.7, 120), (1.9, 64)]:
+        psi = (1 - t**2) / t**2
+        ratio = float(np.sum(w * (0.5 + psi * var) / (1 + psi * var)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", P.RangeWarning)  # N = 120: outside, predicted anyway
+            p = P.predict(30, 3, N, var)
+        assert p.M_star_over_N == pytest.approx(ratio, rel=1e-12)
+        assert p.M_star == pytest.approx(ratio * N, rel=1e-12)
+        assert p.generalizes_below == pytest.approx((ratio + start) * N, rel=1e-12)
+        assert p.memorizes_above == pytest.approx((ratio + end) * N, rel=1e-12)
+        assert p.generalizes_below < p.M_star < p.memorizes_above
+    # Larger data variance, later memorization (the closed form's direction).
+    assert P.predict(30, 3, 50, 0.5).M_star < P.predict(30, 3, 50, 2.0).M_star
+
+
+def test_fit_on_synthetic_transitions_recovers_them():
+    """Midpoints made by known weights: the closed form predicts held-out ones exactly,
+    the constant baseline cannot; start/end offsets are the medians given."""
+    rng = np.random.default_rng(1)
+    t = time_grid(dtype=torch.float64).numpy()
+    true_w = rng.dirichlet(np.full(t.size, 0.3))
+    var = rng.choice([0.25, 0.5, 1.0, 2.0, 4.0], size=24)
+    N = rng.choice([40, 80, 120], size=24)
+    mid = crossover_ratio(true_w, t, var)
+    records = [_record(30, 3, int(n), float(v), float(m), int(round((m - 0.1) * n)),
+                       int(round((m + 0.15) * n))) for n, v, m in zip(N, var, mid)]
+    out = P.fit_weights(records)
+    ev = {name: {k: v["test_mse_mean"] for k, v in e.items()} for name, e in out["held_out"].items()}
+    assert ev["random 75/25"]["closed form"] < 1e-12 < 1e-4 < ev["random 75/25"]["constant (baseline)"]
+    assert ev["leave one N out"]["closed form"] < 1e-6 < 1e-4 < ev["leave one N out"]["constant (baseline)"]
+    # Fitted at one variance the closed form has one degree of freedom: it cannot extrapolate.
+    assert ev["fit on variance 1"]["closed form"] > 0.1 * ev["fit on variance 1"]["constant (baseline)"]
+    assert out["fit"]["train_mse"] < 1e-12
+    assert out["width"]["start_offset"] == pytest.approx(-0.1, abs=0.02)
+    assert out["width"]["end_offset"] == pytest.approx(0.15, abs=0.02)
+    assert out["fitted_range"]["var"] == [0.25, 4.0] and out["fitted_range"]["N"] == [40, 120]
+    with pytest.raises(ValueError, match="complete transition"):
+        P.fit_weights(records[:3] + [_record(30, 3, 40, 1.0, 0.8, None, 36)])
+
+
+@pytest.mark.parametrize("args, match", [
+    ((30, 3, 0), "N"), ((30, 3, 1), "N"), ((30, 3, 50.5), "N"), ((0, 3, 50), "d"),
+    ((30, 0, 50), "K"), ((True, 3, 50), "d"), ((30, 3, 50, 0.0), "var"),
+    ((30, 3, 50, -1.0), "var"), ((30, 3, 50, math.nan), "var"), ((30, 3, 50, math.inf), "var"),
+])
+def test_bad_configurations_are_refused(args, match):
+    with pytest.raises(ValueError, match=match):
+        P.predict(*args)
+
+
+def test_range_warnings_name_the_parameter(committed):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert P.predict(30, 3, 50, 1.0).warnings == ()  # inside the fitted range: silent
+    with pytest.warns(P.RangeWarning) as caught:
+        p = P.predict(50, 12, 200, 1.0)
+    names = [str(w.message).split(" ")[0] for w in caught]
+    assert names == ["d", "K", "N"] and len(p.warnings) == 3
+    with pytest.warns(P.RangeWarning, match="var = 3 lies outside the fitted range 0.5..2"):
+        P.predict(30, 3, 50, 3.0)
+
+
+def test_missing_or_wrong_weights_file(tmp_path):
+    with pytest.raises(ValueError, match="fit-weights"):
+        P.predict(30, 3, 50, fitted=tmp_path / "absent.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"weights": [1.0]}))
+    with pytest.raises(ValueError, match="not a fitted-weights file"):
+        P.load_weights(tmp_path / "bad.json")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "gmmmem", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_predict_json_and_errors():
+    run = _cli("predict", "--d", "50", "--K", "12", "--N", "200", "--json")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    with pytest.warns(P.RangeWarning):
+        expected = P.predict(50, 12, 200).to_dict()
+    assert out.keys() == expected.keys() and out["warnings"] == expected["warnings"]
+    assert out["M_star"] == pytest.approx(expected["M_star"], rel=1e-12)
+    assert "warning: d = 50 lies outside" in run.stderr and "warning: var" not in run.stderr
+    run = _cli("predict", "--d", "30", "--K", "3", "--N", "0")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "N (the training-set size; the memorization criterion needs two points) must be" in run.stderr
+
+
+def test_cli_predict_text(capsys):
+    assert main(["predict", "--d", "30", "--K", "3", "--N", "50", "--var", "1.5"]) == 0
+    out, err = capsys.readouterr()
+    p = P.predict(30, 3, 50, 1.5)
+    assert err == "" and f"M* = {p.M_star:.1f} ({p.M_star_over_N:.3f} N)" in out
+    assert f"generalizes below M = {p.generalizes_below:.1f}" in out
+    assert "random 75/25" in out and "constant predictor" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--d", "30", "--K", "3", "--N", "50", "--var", "0"])
+    assert exit_.value.code == 2 and "var (the data variance)" in capsys.readouterr().err
+
+
+def test_cli_help_imports_no_torch():
+    code = ("import sys\nfrom gmmmem.__main__ import main\n"
+            "for cmd in ('predict', 'fit-weights', 'data-size'):\n"
+            "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
+            "assert 'torch' not in sys.modules and 'numpy' not in sys.modules\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
+def test_run_check_predicts_before_it_trains(tmp_path, monkeypatch):
+    """The predictions file is written before training and kept on a rerun; the measured
+    records are sweep records of the configurations asked for."""
+    from distributed import LocalCluster
+
+    import gmmmem.sweep as sweep
+
+    seen = []
+    real = sweep.run_config
+
+    def spy(config, *args, **kwargs):
+        seen.append((config, (tmp_path / "predictions.json").is_file()))
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_config", spy)
+    configs = ((4, 2, 10, 1.0), (3, 2, 12, 0.5))
+    tiny = dict(scale="ci", train={"steps": 40, "peak_lr": 3e-2, "final_lr": 3e-5, "num_draws": 2},
+                eval_config=EvalConfig(num_samples=20, loss_draws=2))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        payload, records = P.run_check(tmp_path, configs, scheduler=cluster.scheduler_address, **tiny)
+        date = payload["provenance"]["date"]
+        again, _ = P.run_check(tmp_path, configs, scheduler=cluster.scheduler_address, **tiny)
+    assert [s[1] for s in seen] == [True, True]  # predicted first; the rerun trains nothing
+    assert again["provenance"]["date"] == date
+    assert [(r["config"]["d"], r["config"]["N"], r["config"]["var"]) for r in records] == \
+        [(4, 10, 1.0), (3, 12, 0.5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", P.RangeWarning)
+        assert payload["predictions"][1] == P.predict(3, 2, 12, 0.5).to_dict()
