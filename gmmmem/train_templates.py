@@ -26,6 +26,7 @@ row, and padding ten sizes nearly doubles a step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from . import validate
-from .device import resolve, tune_cpu_allocator
+from .device import resolve, single_threaded, tune_cpu_allocator
 from .templates import lowrank_denoise
 from .train import CHUNK_FLOATS, TrainConfig, checkpoint_key, fit, pmem_init_order
 
@@ -217,7 +218,8 @@ def train_templates(
     Start, loss and optimizer: see the module docstring; ``progress``, ``checkpoint`` and
     ``checkpoint_every`` work as in :func:`gmmmem.train.train_gmm` (an interrupted run resumes
     exactly). Returns templates (M, h, w), colour means (M, 3) and colour variance per size,
-    and the loss history (steps, sizes), all on the CPU.
+    and the loss history (steps, sizes), all on the CPU. On a CPU the training runs with one
+    intra-op thread (:func:`gmmmem.device.single_threaded`: its operations are small).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -236,11 +238,13 @@ def train_templates(
     model = _TemplateMixtures(templates.flatten(1), colors, sizes, config.init_var)
     S = len(sizes)
     X = images.flatten(1)
-    history, seconds = fit(
-        model, X, config, key=checkpoint_key(X, sizes, config, None, dtype, model="templates"),
-        desc=f"training {S} template model{'s' if S > 1 else ''}", progress=progress,
-        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-    )
+    threads = single_threaded() if dev.type == "cpu" else contextlib.nullcontext()
+    with threads:
+        history, seconds = fit(
+            model, X, config, key=checkpoint_key(X, sizes, config, None, dtype, model="templates"),
+            desc=f"training {S} template model{'s' if S > 1 else ''}", progress=progress,
+            checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        )
     return TrainedTemplates(
         model_sizes=sizes,
         templates=[T.cpu().reshape(-1, h, w) for T in model.templates],

@@ -203,3 +203,19 @@ def test_command_line(tmp_path, capsys):
     assert settings["train_config"]["steps"] == 20 and settings["train_config"]["num_draws"] == 2
     assert "transition start" in capsys.readouterr().out
     assert not (tmp_path / "run.json.checkpoint").exists()
+
+
+def test_cpu_training_runs_single_threaded_and_restores_the_thread_count(monkeypatch):
+    import gmmmem.train_templates as tt
+
+    seen = []
+    real_fit = tt.fit
+    monkeypatch.setattr(tt, "fit", lambda *a, **k: (seen.append(torch.get_num_threads()), real_fit(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _, X = _images()
+        train_templates(X, [2], TrainConfig(steps=2, peak_lr=1e-3, final_lr=0.0), progress=False)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
