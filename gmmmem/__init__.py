@@ -16,6 +16,7 @@ weights      fitting the time weights lambda_t that predict the transition
 predict      the predicted memorization threshold of a configuration, before training
 data_size    the transition along the other axis: fixed model size, growing training set
 null_model   the singleton-cell null model of the partially memorizing start
+networks     a time-conditioned MLP denoiser trained like the mixtures; the width sweep
 provenance   what a result file records about how it was made
 config       the scale (ci / default / paper) a chapter or command runs at
 device       the torch device computations run on

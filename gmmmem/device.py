@@ -60,11 +60,9 @@ _allocator_tuned = False
 def single_threaded() -> Iterator[None]:
     """Run the block with one intra-op CPU thread, restoring the previous count afterwards.
 
-    For work made of many small tensor operations (a few thousand numbers each) a second
-    thread costs more in wake-ups than it saves: training the coloured-template mixtures of
-    Figure 6 (ten sizes, 15 x 15 images) took 44 ms of CPU per step with one thread and over
-    a second with two on a 2-core machine that was also running other jobs (and the small
-    configuration of chapter 5, 2 ms against 127 ms).
+    For work made of many small tensor operations a second thread costs more in wake-ups than
+    it saves (``benchmarks/train_templates.py``: one step of chapter 5's small template model,
+    1.2 ms with one thread and 2.1 ms with two on an idle 2-core machine).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -41,6 +41,19 @@ from .templates import lowrank_denoise
 from .train import CHUNK_FLOATS, TrainConfig, checkpoint_key, fit, pmem_init_order
 
 
+#: Below this :func:`step_work` a CPU step runs faster on one thread than on two. Measured by
+#: ``benchmarks/train_templates.py`` on an idle 2-core machine: chapter 5's small model (work
+#: 2.8e5) 1.2 ms per step on one thread against 2.1 ms on two; Figure 6's (work 7.4e7) 33 ms
+#: against 23 ms. The threshold sits between the two, on a log scale.
+SMALL_STEP_WORK = 2**22
+
+
+def step_work(N: int, draws: int, pixels: int, sizes: Sequence[int]) -> int:
+    """Multiply-adds of one matrix product of a step: rows x colour channels x pixels x
+    components, summed over the model sizes."""
+    return N * draws * 3 * pixels * sum(sizes)
+
+
 def rank1_factors(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Templates (n, h, w) and colours (n, 3) with ``colors ⊗ templates`` the best rank-one
     approximation of each image (n, 3, h, w); exact for coloured templates.
@@ -87,8 +100,9 @@ def _loss_and_grad(
     :math:`C_{ij} = w_j(\mu_{ji} + g_j \delta_{ij})`, output :math:`\sum_j C_{ij} T_j`, loss
     :math:`\psi\|\text{output} - x_0\|^2`. The backward pass is the chain rule through each line in
     reverse; ``tests/test_train_templates.py`` checks it against autograd in float64. Four
-    matrix products of (3n, q) by (q, M) do the work; on small models this runs about ten
-    times faster than autograd on a CPU (fewer, larger operations).
+    matrix products of (3n, q) by (q, M) do the work. ``benchmarks/train_templates.py``: on
+    chapter 5's small model a step takes 1.2 ms against autograd's 3.4 ms (fewer operations);
+    at Figure 6's size, where the products dominate, both take about 30 ms.
     """
     n, _, q = x0.shape
     a = torch.sqrt(1.0 - t * t)  # (n, 1)
@@ -218,8 +232,9 @@ def train_templates(
     Start, loss and optimizer: see the module docstring; ``progress``, ``checkpoint`` and
     ``checkpoint_every`` work as in :func:`gmmmem.train.train_gmm` (an interrupted run resumes
     exactly). Returns templates (M, h, w), colour means (M, 3) and colour variance per size,
-    and the loss history (steps, sizes), all on the CPU. On a CPU the training runs with one
-    intra-op thread (:func:`gmmmem.device.single_threaded`: its operations are small).
+    and the loss history (steps, sizes), all on the CPU. On a CPU a small problem
+    (:func:`step_work` below ``SMALL_STEP_WORK``) trains with one intra-op thread
+    (:func:`gmmmem.device.single_threaded`).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -238,8 +253,8 @@ def train_templates(
     model = _TemplateMixtures(templates.flatten(1), colors, sizes, config.init_var)
     S = len(sizes)
     X = images.flatten(1)
-    threads = single_threaded() if dev.type == "cpu" else contextlib.nullcontext()
-    with threads:
+    small = dev.type == "cpu" and step_work(N, config.num_draws, h * w, sizes) < SMALL_STEP_WORK
+    with single_threaded() if small else contextlib.nullcontext():
         history, seconds = fit(
             model, X, config, key=checkpoint_key(X, sizes, config, None, dtype, model="templates"),
             desc=f"training {S} template model{'s' if S > 1 else ''}", progress=progress,

@@ -205,7 +205,7 @@ def test_command_line(tmp_path, capsys):
     assert not (tmp_path / "run.json.checkpoint").exists()
 
 
-def test_cpu_training_runs_single_threaded_and_restores_the_thread_count(monkeypatch):
+def test_small_problems_train_single_threaded_and_restore_the_thread_count(monkeypatch):
     import gmmmem.train_templates as tt
 
     seen = []
@@ -219,3 +219,5 @@ def test_cpu_training_runs_single_threaded_and_restores_the_thread_count(monkeyp
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+    # chapter 5's small model is below the threshold, Figure 6's above it
+    assert tt.step_work(24, 2, 64, [6, 24]) < tt.SMALL_STEP_WORK < tt.step_work(100, 2, 225, range(10, 101, 10))
