@@ -19,6 +19,11 @@ Every model size trains in one vectorized program: the means of all sizes are st
 padded to the largest size, the padded components masked out of the softmax. Sizes share
 the times and noise of each step, and their parameters are disjoint, so each size follows
 exactly the trajectory it would follow alone with the same seed.
+
+The loop itself (:func:`fit`: time and noise draws, Adam with the update EMA, checkpoints) does
+not know the model: the coloured-template mixtures (:mod:`gmmmem.train_templates`) and the MLP
+(:mod:`gmmmem.networks`) train through it too, each supplying its parameters and its
+``loss_and_grad`` (:class:`Trainable`).
 """
 
 from __future__ import annotations
