@@ -1,6 +1,6 @@
 """Speed of the coloured-template trainer (Figure 6): the hand-written gradient against autograd.
 
-    python benchmarks/train_templates.py --out data/benchmarks/train_templates_cpu-2-cores.json
+    python benchmarks/train_templates.py --out data/benchmarks/template_train_cpu-2-cores.json
 
 Measured on the machine it runs on, the CPU and the wall seconds of one training step (the
 smallest of ``--repeats``; CPU time is inflated less than wall time by other jobs), for chapter 5's
