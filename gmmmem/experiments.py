@@ -133,11 +133,27 @@ class PhaseTransitionResult:
         return cls(**raw)
 
 
-def _losses(denoisers, X, times, draws, seed):
-    """MC losses (S, T) of several denoisers on common noise, seeded."""
-    gen = torch.Generator(device=X.device).manual_seed(seed)
-    mean, _ = mc_losses(denoisers, X, times, draws, gen)
-    return mean
+def generate_samples(denoisers, X: torch.Tensor, ev: EvalConfig, seed: int) -> list[torch.Tensor]:
+    """``ev.num_samples`` DDIM samples (float64, in the dimension of ``X``) of each denoiser in
+    turn, over the 26 times, all from one generator seeded with ``seed + 1``."""
+    dev, D = X.device, X.shape[1]
+    times = time_grid(dtype=torch.float64)
+    gen = torch.Generator(device=dev).manual_seed(seed + 1)
+    return [ddim_sample(den, ev.num_samples, D, times, gen, dtype=torch.float64, device=dev)
+            for den in denoisers]
+
+
+def split_losses(denoisers, X: torch.Tensor, X_test: torch.Tensor, ev: EvalConfig,
+                 seed: int) -> dict[str, np.ndarray]:
+    """Monte Carlo losses (rows: ``denoisers``, columns: the 26 times) on the training set
+    ``X`` and the test set ``X_test``, ``ev.loss_draws`` draws on common noise seeded with
+    ``seed + 2`` for each split."""
+    times = time_grid(dtype=torch.float64)
+    losses = {}
+    for split, data in (("train", X), ("test", X_test)):
+        gen = torch.Generator(device=data.device).manual_seed(seed + 2)
+        losses[split] = mc_losses(denoisers, data, times, ev.loss_draws, gen)[0]
+    return losses
 
 
 def _reference_losses(losses: dict[str, np.ndarray], S: int) -> dict[str, list]:
@@ -158,10 +174,8 @@ def _measure(trained, truth_denoise, X, X_test, ev: EvalConfig, seed: int):
     ``X_test`` are flattened (N, D) float64. Losses have rows [trained sizes, their partially
     memorizing references, the true denoiser, the memorizing one], columns the 26 times.
     """
-    dev, (N, D) = X.device, X.shape
     sizes = trained.model_sizes
-    times = time_grid(dtype=torch.float64)
-    order = pmem_init_order(N, trained.config.seed).to(dev)
+    order = pmem_init_order(X.shape[0], trained.config.seed).to(X.device)
 
     def point_masses(means):
         return lambda x, t: gmm_denoise(x, t, means, 0.0)
@@ -169,16 +183,8 @@ def _measure(trained, truth_denoise, X, X_test, ev: EvalConfig, seed: int):
     models = [trained.denoiser(k) for k in range(len(sizes))]
     pmems = [point_masses(X[order[:M]]) for M in sizes]
     refs = [truth_denoise, point_masses(X)]
-    gen = torch.Generator(device=dev).manual_seed(seed + 1)
-    ratio = [
-        metrics.memorization_ratio(
-            ddim_sample(den, ev.num_samples, D, times, gen, dtype=torch.float64, device=dev), X
-        )
-        for den in models
-    ]
-    losses = {split: _losses(models + pmems + refs, data, times, ev.loss_draws, seed + 2)
-              for split, data in (("train", X), ("test", X_test))}
-    return ratio, losses
+    ratio = [metrics.memorization_ratio(samples, X) for samples in generate_samples(models, X, ev, seed)]
+    return ratio, split_losses(models + pmems + refs, X, X_test, ev, seed)
 
 
 def make_data(d: int, K: int, N: int, seed: int, device: torch.device, var: float = 1.0):

@@ -50,10 +50,9 @@ from . import metrics, provenance, validate
 from .config import check_scale
 from .device import resolve, tune_cpu_allocator
 from .diffusion import alpha, sigma, time_grid
-from .experiments import EVAL_PRESETS, HISTORY_POINTS, EvalConfig, make_data, transition
-from .losses import mc_losses
+from .experiments import (EVAL_PRESETS, HISTORY_POINTS, EvalConfig, generate_samples, make_data,
+                          split_losses, transition)
 from .mixtures import gmm_denoise
-from .sampling import ddim_sample
 from .train import TrainConfig, checkpoint_key, fit
 
 #: Size of the time embedding (sines and cosines of EMB_DIM / 2 frequencies).
@@ -321,22 +320,14 @@ def _measure(trained: TrainedMLPs, truth_denoise, X, X_test, ev: EvalConfig, see
     """Per width: memorization ratio and median nearest/second-nearest distance ratio of DDIM
     samples; Monte Carlo losses (rows [widths..., true, memorizing], columns the 26 times) on
     both splits. Seeds as in :func:`gmmmem.experiments.phase_transition`."""
-    dev, (N, D) = X.device, X.shape
-    times = time_grid(dtype=torch.float64)
     models = [trained.denoiser(k) for k in range(len(trained.widths))]
     refs = [truth_denoise, lambda x, t: gmm_denoise(x, t, X, 0.0)]
-    gen = torch.Generator(device=dev).manual_seed(seed + 1)
     ratio, median = [], []
-    for den in models:
-        samples = ddim_sample(den, ev.num_samples, D, times, gen, dtype=torch.float64, device=dev)
+    for samples in generate_samples(models, X, ev, seed):
         d1, d2, _ = metrics.nearest_two(samples, X)
         ratio.append(metrics.memorization_ratio(samples, X))
         median.append(float((d1 / d2).median()))
-    losses = {}
-    for split, data in (("train", X), ("test", X_test)):
-        gen_loss = torch.Generator(device=dev).manual_seed(seed + 2)
-        losses[split] = mc_losses(models + refs, data, times, ev.loss_draws, gen_loss)[0]
-    return ratio, median, losses
+    return ratio, median, split_losses(models + refs, X, X_test, ev, seed)
 
 
 def width_sweep(
