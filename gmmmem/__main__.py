@@ -25,7 +25,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         name: value
         for name, value in (
             ("steps", args.steps), ("peak_lr", args.peak_lr), ("final_lr", args.final_lr),
-            ("num_draws", args.draws), ("update_ema", args.ema),
+            ("num_draws", args.draws), ("update_ema", args.ema), ("adam_beta2", args.beta2),
         )
         if value is not None
     }
@@ -114,7 +114,7 @@ def _data_size(args: argparse.Namespace) -> None:
 
 
 #: The grids of ``gmmmem.sweep.GRIDS`` (named here so that --help needs no torch import).
-GRID_NAMES = ("paper", "default", "ci")
+GRID_NAMES = ("paper", "paper-seeds", "default", "ci")
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -149,6 +149,7 @@ def _phase_transition_options(pt: argparse.ArgumentParser) -> None:
     pt.add_argument("--final-lr", type=float, help="override the preset's final learning rate")
     pt.add_argument("--draws", type=int, help="override the preset's noise draws per point")
     pt.add_argument("--ema", type=float, help="override the preset's update EMA (0 = off)")
+    pt.add_argument("--beta2", type=float, help="override the preset's Adam second-moment decay")
     pt.add_argument("--checkpoint", help="training checkpoint file (default: OUT.checkpoint); "
                     "rerunning an interrupted command resumes from it; removed once OUT is written")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")

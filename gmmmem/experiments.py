@@ -36,7 +36,7 @@ from .losses import mc_losses
 from .mixtures import IsoGMM, gmm_denoise, random_iso_gmm
 from .sampling import ddim_sample
 from .templates import ColoredTemplates, load_templates
-from .train import TrainConfig, pmem_init_order, train_gmm
+from .train import LONG_DEFAULT, TrainConfig, pmem_init_order, train_gmm
 from .train_templates import train_templates
 
 
@@ -81,6 +81,51 @@ def midpoint(model_sizes: Sequence[int], ratio: Sequence[float]) -> float | None
     return None
 
 
+#: Bootstrap replicates and coverage of :func:`midpoint_interval`.
+BOOTSTRAP_DRAWS = 2000
+INTERVAL_LEVEL = 0.95
+
+
+def midpoint_interval(
+    model_sizes: Sequence[int],
+    ratio: Sequence[float],
+    num_samples: int,
+    level: float = INTERVAL_LEVEL,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> tuple[float | None, float | None]:
+    """A bootstrap ``level`` interval for :func:`midpoint` from the generated samples.
+
+    Each size's ratio is a fraction of ``num_samples`` independent samples, so resampling the
+    samples of a size with replacement draws its count from Binomial(num_samples, ratio); the
+    midpoint of each of ``draws`` resampled curves is located as :func:`midpoint` does, and the
+    interval is their central ``level`` range. An end is None where more than (1 - level) / 2
+    of the replicates have no midpoint on that side (below the smallest size, or never 0.5).
+    It measures the sampling noise at fixed trained models, not the spread over training seeds.
+    """
+    sizes = np.asarray(model_sizes, dtype=float)
+    r = np.asarray(ratio, dtype=float)
+    validate.positive_int(num_samples, "num_samples")
+    validate.positive_int(draws, "draws")
+    if sizes.ndim != 1 or sizes.shape != r.shape or len(sizes) == 0:
+        raise ValueError("model_sizes and ratio must be equally long, non-empty sequences")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    boot = rng.binomial(num_samples, np.clip(r, 0.0, 1.0), size=(draws, len(r))) / num_samples
+    hit = boot >= 0.5
+    first = np.where(hit.any(1), hit.argmax(1), len(r))  # len(r): never reaches 0.5
+    mids = np.full(draws, np.inf)
+    inside = (first > 0) & (first < len(r))
+    k = first[inside]
+    r0, r1 = boot[inside, k - 1], boot[inside, k]
+    mids[inside] = sizes[k - 1] + (0.5 - r0) / (r1 - r0) * (sizes[k] - sizes[k - 1])
+    mids[first == 0] = -np.inf  # reached at the smallest size: the midpoint lies at or below it
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(mids, [tail, 1.0 - tail], method="inverted_cdf")
+    return (float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None)
+
+
 @dataclass
 class PhaseTransitionResult:
     """Everything measured in one phase-transition run; arrays are per (size, time)."""
@@ -109,6 +154,12 @@ class PhaseTransitionResult:
     def midpoint(self) -> float | None:
         """M_pt: the model size where the ratio reaches 0.5 (linear interpolation)."""
         return midpoint(self.model_sizes, self.memorization_ratio)
+
+    @property
+    def midpoint_interval(self) -> tuple[float | None, float | None]:
+        """A 95% bootstrap interval for M_pt over the generated samples (:func:`midpoint_interval`)."""
+        n = self.provenance["settings"]["eval_config"]["num_samples"]
+        return midpoint_interval(self.model_sizes, self.memorization_ratio, n)
 
     def time_index(self, t: float) -> int:
         """Index of the grid time nearest to ``t``."""
@@ -299,7 +350,9 @@ def _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, b
         reference=_reference_losses(losses, S),
         learned_var=trained.var,
         means_stats=stats,
-        loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist()},
+        loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist(),
+                      **({} if trained.var_history is None
+                         else {"var": trained.var_history[keep].tolist()})},
         arrays=arrays,
         provenance=provenance.record(settings, dev, time.perf_counter() - began),
     )
@@ -312,9 +365,12 @@ TEMPLATE_DRAWS = 2
 
 def template_config(scale: str, **overrides) -> TrainConfig:
     """The training preset of ``scale`` for template models: ``TEMPLATE_DRAWS`` noise draws
-    except at ``paper`` scale; fields overridable (``seed=...``, ``steps=...``)."""
+    except at ``paper`` scale; fields overridable (``seed=...``, ``steps=...``). At ``default``
+    scale the template model keeps the 30,000-step recipe (:data:`gmmmem.train.LONG_DEFAULT`):
+    the faster one is validated on the isotropic mixtures only."""
     if check_scale(scale) != "paper":
-        overrides = {"num_draws": TEMPLATE_DRAWS, **overrides}
+        long = LONG_DEFAULT if scale == "default" else {}
+        overrides = {**long, "num_draws": TEMPLATE_DRAWS, **overrides}
     return TrainConfig.preset(scale, **overrides)
 
 

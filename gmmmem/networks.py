@@ -53,7 +53,7 @@ from .diffusion import alpha, sigma, time_grid
 from .experiments import (EVAL_PRESETS, HISTORY_POINTS, EvalConfig, generate_samples, make_data,
                           split_losses, transition)
 from .mixtures import gmm_denoise
-from .train import TrainConfig, checkpoint_key, fit
+from .train import LONG_DEFAULT, TrainConfig, checkpoint_key, fit
 
 #: Size of the time embedding (sines and cosines of EMB_DIM / 2 frequencies).
 EMB_DIM = 32
@@ -258,7 +258,7 @@ def train_mlp(
         tune_cpu_allocator()
     X = X.to(dev, dtype)
     model = MLPDenoisers(X.shape[1], ws, depth, emb_dim, config.seed, dtype, dev)
-    history, seconds = fit(
+    run = fit(
         model, X, config,
         key=checkpoint_key(X, ws, config, None, dtype, model=f"mlp-depth{depth}-emb{emb_dim}"),
         desc=f"training {len(ws)} MLP{'s' if len(ws) > 1 else ''}", progress=progress,
@@ -268,7 +268,7 @@ def train_mlp(
         widths=ws, depth=depth, emb_dim=emb_dim,
         params=[[p.detach().cpu().clone() for p in net] for net in model.nets],
         num_params=[num_params(X.shape[1], W, depth, emb_dim) for W in ws],
-        loss_history=history, config=config, seconds=seconds,
+        loss_history=run.loss_history, config=config, seconds=run.seconds,
     )
 
 
@@ -363,7 +363,9 @@ def width_sweep(
             f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
     check_scale(scale)
     ws = _widths(widths)
-    config = config or TrainConfig.preset(scale, seed=seed)
+    # the MLP keeps the 30,000-step recipe at default scale (the faster one is the mixtures')
+    config = config or TrainConfig.preset(scale, seed=seed,
+                                          **(LONG_DEFAULT if scale == "default" else {}))
     ev = eval_config or EVAL_PRESETS[scale]
     dev = resolve(device)
     began = time.perf_counter()

@@ -50,8 +50,8 @@ from . import device as _device
 from . import provenance, validate
 from .config import check_scale
 from .experiments import (EVAL_PRESETS, EvalConfig, PhaseTransitionResult, midpoint,
-                          phase_transition, transition)
-from .train import TrainConfig
+                          midpoint_interval, phase_transition, transition)
+from .train import LONG_DEFAULT, TrainConfig
 
 #: Sizes of the fine stage, spread evenly over the coarse bracket (the authors use 10).
 FINE_POINTS = 10
@@ -125,32 +125,37 @@ def product(ds, Ks, Ns, variances=(1.0,), seeds=(0,)) -> tuple[Config, ...]:
     return tuple(Config(*c) for c in itertools.product(ds, Ks, Ns, variances, seeds))
 
 
+#: Eight configurations of the paper's grid on which the sweep is repeated with other seeds:
+#: each d, K and N appears twice.
+SEED_CONFIGS = ((30, 3, 50), (30, 9, 150), (40, 6, 100), (40, 12, 200),
+                (50, 3, 200), (50, 9, 100), (60, 6, 150), (60, 12, 50))
+
 #: The named grids.
 #:
-#: ``paper``: the authors' 64 configurations (Figure 3) at their training settings; GPU work.
-#: Not measured as a sweep: one stage at d = 30, N = 100 took 75 s on an H200
-#: (data/phase_transition/); were the cost to grow like d N^2 as on a CPU (below), the 64
-#: configurations, two stages each, would take ~6 h on one H200 (sum of d N^2 = 180 x that of
-#: d = 30, N = 100), less if small configurations leave the GPU partly idle.
+#: ``paper``: the authors' 64 configurations (Figure 3), d in {30, 40, 50, 60} x K in {3, 6, 9,
+#: 12} x N in {50, 100, 150, 200}, data variance 1, at the ``default`` training (chapter 3 shows
+#: it reaches the models of the authors' recipe; ``--scale paper`` runs theirs). The cost of a
+#: configuration grows like d N^2: the grid costs about 180 times d = 30, N = 100.
 #:
-#: ``default``: 14 configurations for 2 CPU cores, the ``default`` training (30,000 steps, 5
-#: noise draws): d in {30, 40} x K in {3, 6} x N = 50 x data variance in {0.5, 1, 2} (the
-#: variance varied so the configurations do not all share one closed-form crossover), plus
-#: d = 30, K in {3, 6}, N = 100, variance 1 (a second N for leave-one-N-out). Measured with two
-#: single-threaded workers: a configuration at d = 30, N = 50 takes about 300 s (coarse stage
-#: 175 s, fine stage 120 s); the trainer pads every size to the largest, so a step costs about
-#: 0.94 ms + c x (d / 30) x N x S x Mmax, and d = 40, N = 50 costs ~1.3x and d = 30, N = 100
-#: ~3x that; about 5,500 worker-seconds in all, ~50 minutes on 2 workers. Larger grids (more
-#: N, d, seeds) are one ``product(...)`` away and resume from this one's records.
+#: ``paper-seeds``: :data:`SEED_CONFIGS` with training seeds 1 and 2 (data, start, training
+#: noise and sampling noise all change with the seed): the spread of M_pt over seeds.
+#:
+#: ``default``: 14 configurations for 2 CPU cores at the 30,000-step recipe
+#: (:data:`gmmmem.train.LONG_DEFAULT`): d in {30, 40} x K in {3, 6} x N = 50 x data variance in
+#: {0.5, 1, 2} (the variance varied so the configurations do not all share one closed-form
+#: crossover), plus d = 30, K in {3, 6}, N = 100, variance 1 (a second N for leave-one-N-out).
+#: About 5,500 worker-seconds, ~50 minutes on 2 single-threaded workers.
 #:
 #: ``ci``: three tiny configurations (N = 16-20, so the fine stage has sizes to add) and a
 #: 300-step training at a 10x learning rate, whose ratio curves rise across the sizes (a
 #: plumbing check, not physics): ~15 s for the command on 2 cores, most of it starting Python,
 #: torch and the workers.
 GRIDS: dict[str, Grid] = {
-    "paper": Grid(product((30, 40, 50, 60), (3, 6, 9, 12), (50, 100, 150, 200)), "paper"),
+    "paper": Grid(product((30, 40, 50, 60), (3, 6, 9, 12), (50, 100, 150, 200)), "default"),
+    "paper-seeds": Grid(tuple(Config(d, K, N, 1.0, seed) for seed in (1, 2)
+                              for d, K, N in SEED_CONFIGS), "default"),
     "default": Grid(product((30, 40), (3, 6), (50,), (0.5, 1.0, 2.0))
-                    + product((30,), (3, 6), (100,), (1.0,)), "default"),
+                    + product((30,), (3, 6), (100,), (1.0,)), "default", train=LONG_DEFAULT),
     "ci": Grid((Config(4, 2, 20), Config(5, 3, 20, var=0.5), Config(4, 2, 16, var=2.0, seed=1)),
                "ci", train={"steps": 300, "peak_lr": 3e-2, "final_lr": 3e-5}),
 }
@@ -209,6 +214,7 @@ def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
     ratio = _pick(rows, lambda r, k: r.memorization_ratio[k])
     start, end = transition(sizes, ratio)
     mid = midpoint(sizes, ratio)
+    lo, hi = midpoint_interval(sizes, ratio, settings_["eval_config"]["num_samples"])
     ref = coarse.reference
     stages = {}
     for stage, res in (("coarse", coarse), ("fine", fine)):
@@ -229,6 +235,9 @@ def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
         "end": end,
         "midpoint": mid,
         "midpoint_over_N": None if mid is None else mid / config.N,
+        # 95% bootstrap interval of the midpoint over the generated samples (None: open end)
+        "midpoint_interval": [lo, hi],
+        "midpoint_interval_over_N": [None if v is None else v / config.N for v in (lo, hi)],
         "times": coarse.times,
         # x0-unit Monte Carlo losses: true mixture / memorizing denoiser per time (T,), and the
         # partially memorizing one and the trained model per merged size and time (S, T).
@@ -407,6 +416,14 @@ def _write_jsonl_atomic(path: Path, records: Sequence[dict]) -> None:
         pass
 
 
+def _upgraded(stored: dict) -> dict:
+    """Stored settings in today's form: records made before ``adam_beta2`` existed used 0.999."""
+    train = stored.get("train_config")
+    if isinstance(train, dict) and "adam_beta2" not in train:
+        return {**stored, "train_config": {**train, "adam_beta2": 0.999}}
+    return stored
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
         return {prefix: d}
@@ -574,10 +591,10 @@ def run_sweep(
                 rejected.append(line)
             elif cfg.key not in wanted:
                 others.append(rec)
-            elif rec["settings"] != wanted[cfg.key]:
+            elif _upgraded(rec["settings"]) != wanted[cfg.key]:
                 warnings.warn(
                     f"{out}:{lineno}: the record of {cfg.name} was made with other settings "
-                    f"({_differences(rec['settings'], wanted[cfg.key])}); not reused: it is "
+                    f"({_differences(_upgraded(rec['settings']), wanted[cfg.key])}); not reused: it is "
                     f"recomputed, and the old line is kept in {rejected_path}",
                     SweepWarning, stacklevel=2)
                 rejected.append(line)

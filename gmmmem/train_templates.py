@@ -169,6 +169,10 @@ class _TemplateMixtures:
         budget = CHUNK_FLOATS if templates.device.type == "cpu" else 64 * CHUNK_FLOATS
         self.chunk = max(1, budget // (3 * max(max(sizes), templates.shape[1])))
 
+    def variance(self) -> torch.Tensor:
+        """The learned colour variance of each size (S,)."""
+        return torch.exp(2 * self.log_std)
+
     def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Mean eps-prediction loss (x0 units, weight psi_t) per size and its gradients."""
         rows, q, S = x0.shape[0], self.templates[0].shape[1], self.num_models
@@ -202,6 +206,7 @@ class TrainedTemplates:
     loss_history: np.ndarray
     config: TrainConfig
     seconds: float
+    var_history: np.ndarray | None = None  # (steps, sizes): the colour variance after each step
 
     def denoiser(self, i: int) -> Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor]:
         """The ``i``-th size's denoiser on flattened images: (n, 3hw), t -> (n, 3hw)."""
@@ -255,7 +260,7 @@ def train_templates(
     X = images.flatten(1)
     small = dev.type == "cpu" and step_work(N, config.num_draws, h * w, sizes) < SMALL_STEP_WORK
     with single_threaded() if small else contextlib.nullcontext():
-        history, seconds = fit(
+        run = fit(
             model, X, config, key=checkpoint_key(X, sizes, config, None, dtype, model="templates"),
             desc=f"training {S} template model{'s' if S > 1 else ''}", progress=progress,
             checkpoint=checkpoint, checkpoint_every=checkpoint_every,
@@ -265,7 +270,8 @@ def train_templates(
         templates=[T.cpu().reshape(-1, h, w) for T in model.templates],
         color_means=[mu.cpu() for mu in model.colors],
         var=torch.exp(2 * model.log_std).cpu().tolist(),
-        loss_history=history,
+        loss_history=run.loss_history,
         config=config,
-        seconds=seconds,
+        seconds=run.seconds,
+        var_history=run.var_history,
     )

@@ -69,3 +69,47 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["phase-transition", "--d", "3", "--K", "2", "--N", "8", "--sizes", "9", "--out", str(out)])
     assert "model size" in capsys.readouterr().err
+
+
+def test_midpoint_interval_matches_a_bootstrap_over_the_samples():
+    # brute force: resample each size's 0/1 memorization flags with replacement
+    from gmmmem.experiments import midpoint, midpoint_interval
+
+    rng = np.random.default_rng(3)
+    sizes = np.arange(10, 101, 10)
+    counts = [0, 0, 0, 1, 4, 20, 60, 130, 180, 200]
+    flags = [np.r_[np.ones(c), np.zeros(200 - c)] for c in counts]
+    mids = []
+    for _ in range(1500):
+        m = midpoint(sizes, [rng.choice(f, 200).mean() for f in flags])
+        mids.append(np.inf if m is None else m)
+    lo_ref, hi_ref = np.quantile(mids, [0.025, 0.975])
+    lo, hi = midpoint_interval(sizes, np.array(counts) / 200, 200)
+    assert abs(lo - lo_ref) < 0.3 and abs(hi - hi_ref) < 0.3
+    assert lo < midpoint(sizes, np.array(counts) / 200) < hi
+
+
+def test_midpoint_interval_covers_the_true_midpoint_95_percent_of_the_time():
+    from gmmmem.experiments import midpoint, midpoint_interval
+
+    sizes = np.arange(10, 101, 10)
+    p = 1 / (1 + np.exp(-(sizes - 75) / 6))
+    true = midpoint(sizes, p)
+    rng = np.random.default_rng(0)
+    covered = [lo <= true <= hi for lo, hi in
+               (midpoint_interval(sizes, rng.binomial(200, p) / 200, 200, seed=i) for i in range(300))]
+    # 300 independent intervals: a 95% interval covers 285 on average, sd 3.8
+    assert 0.91 <= np.mean(covered) <= 0.99
+
+
+def test_midpoint_interval_open_ends():
+    from gmmmem.experiments import midpoint_interval
+
+    sizes = [10, 20, 30]
+    assert midpoint_interval(sizes, [0.0, 0.0, 0.0], 200) == (None, None)
+    lo, hi = midpoint_interval(sizes, [0.5, 0.9, 1.0], 200)  # half the replicates reach 0.5 at 10
+    assert lo is None and hi is not None and hi <= 20
+    lo, hi = midpoint_interval(sizes, [0.0, 0.1, 0.5], 200)  # half never reach 0.5
+    assert lo is not None and 20 < lo and hi is None
+    with pytest.raises(ValueError, match="equally long"):
+        midpoint_interval(sizes, [0.1, 0.2], 200)

@@ -1,3 +1,4 @@
+import collections
 import json
 import os
 import signal
@@ -299,10 +300,16 @@ def test_a_killed_command_resumes_without_redoing_or_losing_work(tmp_path):
 
 def test_grids():
     assert GRID_NAMES == tuple(sweep.GRIDS)
-    paper, default, ci = (sweep.GRIDS[g] for g in ("paper", "default", "ci"))
-    assert len(paper.configs) == 64 and paper.scale == "paper"
+    paper, seeds, default, ci = (sweep.GRIDS[g] for g in ("paper", "paper-seeds", "default", "ci"))
+    assert len(paper.configs) == 64 and paper.scale == "default"
     assert {c.N for c in paper.configs} == {50, 100, 150, 200} and {c.var for c in paper.configs} == {1.0}
-    assert len(default.configs) == 14 and default.scale == "default" and default.train == {}
+    assert {(c.d, c.K, c.N) for c in seeds.configs} <= {(c.d, c.K, c.N) for c in paper.configs}
+    assert len(seeds.configs) == 16 and {c.seed for c in seeds.configs} == {1, 2}
+    for field in ("d", "K", "N"):  # each value of the paper's grid appears twice per seed
+        counts = collections.Counter(getattr(c, field) for c in seeds.configs)
+        assert len(counts) == 4 and set(counts.values()) == {4}
+    assert len(default.configs) == 14 and default.scale == "default"
+    assert TrainConfig.preset("default", **default.train).steps == 30_000
     assert {c.var for c in default.configs} == {0.5, 1.0, 2.0} and {c.N for c in default.configs} == {50, 100}
     assert len(ci.configs) == 3 and max(c.N for c in ci.configs) <= 20
 
@@ -322,7 +329,7 @@ def test_bad_scheduler_addresses(address):
 
 @pytest.mark.parametrize(
     "kw,word",
-    [(dict(grid="huge"), "unknown grid 'huge': choose one of paper, default, ci"),
+    [(dict(grid="huge"), "unknown grid 'huge': choose one of paper, paper-seeds, default, ci"),
      (dict(grid=[]), "no configuration"), (dict(grid=[C1, C1]), "twice"),
      (dict(grid=[(3, 2, 10)]), "list of Config"),
      (dict(scheduler="tcp://nowhere"), "bad scheduler address"),

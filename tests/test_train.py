@@ -189,5 +189,60 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     resumed = train_gmm(X, [4, 9], cfg, checkpoint=ck, checkpoint_every=10, **kw)
     assert all(torch.equal(a, b) for a, b in zip(full.means, resumed.means))
     assert full.var == resumed.var and np.array_equal(full.loss_history, resumed.loss_history)
+    assert np.array_equal(full.var_history, resumed.var_history)
     with pytest.raises(ValueError, match="other data, model sizes or settings"):
         train_gmm(X, [4, 10], cfg, checkpoint=ck, **kw)
+
+
+def test_adam_second_moment_decay_matches_torch_optim():
+    rng = np.random.default_rng(2)
+    grads = rng.normal(size=(25, 4)) * np.logspace(3, -2, 25)[:, None]  # shrinking gradients
+    p, q = torch.zeros(4, dtype=F64), torch.zeros(4, dtype=F64, requires_grad=True)
+    mine, ref = train._Adam([p], 0.0, beta2=0.9), torch.optim.Adam([q], lr=1e-2, betas=(0.9, 0.9), eps=1e-8)
+    for g in grads:
+        mine.step([torch.as_tensor(g)], 1e-2)
+        q.grad = torch.as_tensor(g)
+        ref.step()
+    assert torch.allclose(p, q.detach(), rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="adam_beta2"):
+        TrainConfig(steps=10, peak_lr=1e-3, final_lr=0.0, adam_beta2=1.0)
+
+
+@pytest.mark.parametrize("overhead", [0.0, 7.0, 40.0, 1e9])
+def test_size_groups_is_the_cheapest_split(overhead):
+    import itertools
+
+    sizes = [3, 5, 6, 20, 21, 40, 90]
+
+    def cost(groups):
+        return sum(len(g) * max(g) + overhead for g in groups)
+
+    best = math.inf
+    for cuts in itertools.product([False, True], repeat=len(sizes) - 1):  # every split
+        groups, cur = [], [sizes[0]]
+        for cut, M in zip(cuts, sizes[1:]):
+            if cut:
+                groups.append(cur)
+                cur = []
+            cur.append(M)
+        best = min(best, cost(groups + [cur]))
+    found = train.size_groups(sizes, overhead)
+    assert [M for g in found for M in g] == sizes and cost(found) == pytest.approx(best)
+    assert (len(found) == 1) == (overhead == 1e9) and (len(found) == len(sizes)) == (overhead == 0.0)
+
+
+@pytest.mark.parametrize("overhead", [0, 10**9])  # one size a group, one group
+def test_packed_sizes_in_any_order_train_exactly_as_each_alone(monkeypatch, overhead):
+    monkeypatch.setitem(train.GROUP_OVERHEAD, "cpu", overhead)
+    _, X = _data(N=30)
+    cfg = TrainConfig(steps=40, peak_lr=1e-2, final_lr=1e-3, num_draws=3, update_ema=0.9)
+    sizes = [11, 3, 30, 7]
+    together = train_gmm(X, sizes, cfg, device="cpu", progress=False, dtype=F64)
+    assert together.model_sizes == sizes
+    assert together.var_history.shape == (40, 4) and np.allclose(together.var_history[-1], together.var)
+    for k, M in enumerate(sizes):
+        alone = train_gmm(X, [M], cfg, device="cpu", progress=False, dtype=F64)
+        assert together.means[k].shape == (M, X.shape[1])
+        assert torch.allclose(together.means[k], alone.means[0], rtol=1e-9, atol=1e-9)
+        assert together.var[k] == pytest.approx(alone.var[0], rel=1e-9)
+        assert np.allclose(together.loss_history[:, k], alone.loss_history[:, 0], rtol=1e-9)
