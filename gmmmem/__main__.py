@@ -49,13 +49,12 @@ def _checked_outputs(args: argparse.Namespace, default_checkpoint: str, folder: 
     if checkpoint.exists() and checkpoint.is_dir() != folder:
         raise ValueError(f"--checkpoint {checkpoint} exists and is not a "
                          f"{'folder' if folder else 'file'}; give another path")
-    if not folder:
-        check_output(checkpoint, "--checkpoint")
+    check_output(checkpoint / "N.pt" if folder else checkpoint, "--checkpoint")
     args.checkpoint_path = checkpoint
     return checkpoint
 
 
-def _edge_note(sizes: list[int], ratio: list[float], start: int | None) -> str:
+def _edge_note(sizes: list[int], start: int | None) -> str:
     """A note when the transition starts at the smallest size measured (it may start below)."""
     if start is not None and start == sizes[0]:
         return f" (the smallest size measured: the transition may start below M = {start})"
@@ -84,7 +83,7 @@ def _phase_transition(args: argparse.Namespace) -> None:
     print("memorization ratio by model size: "
           + ", ".join(f"{M}: {r:.2f}" for M, r in zip(result.model_sizes, result.memorization_ratio)))
     print(f"transition start (ratio >= 0.1): {start}"
-          f"{_edge_note(result.model_sizes, result.memorization_ratio, start)}, "
+          f"{_edge_note(result.model_sizes, start)}, "
           f"end (ratio >= 0.9): {end}, midpoint M_pt: "
           + (f"{mid:.1f}" if mid is not None else f"none ({result.midpoint_status})"))
     print(f"wrote {args.out} ({result.provenance['wall_seconds']:.1f} s on {result.provenance['device_name']})")
@@ -148,8 +147,10 @@ def _data_size(args: argparse.Namespace) -> None:
           + ", ".join(f"{n}: {r:.2f}" for n, r in zip(result.training_sizes, result.memorization_ratio)))
     high, low = result.transition
     stop = result.stop_point
-    print(f"memorizes up to N = {high} (ratio >= 0.9), generalizes above N = {low} (ratio < 0.1), "
-          "stops memorizing at N_pt = "
+    beyond = (" (the largest size measured: it may generalize only beyond)"
+              if low is not None and low == result.training_sizes[-1] else "")
+    print(f"memorizes up to N = {high} (ratio >= 0.9), generalizes above N = {low} (ratio < 0.1)"
+          f"{beyond}, stops memorizing at N_pt = "
           + (f"{stop:.1f}" if stop is not None else f"none ({result.stop_status})"))
     print(f"wrote {args.out} ({result.provenance['wall_seconds']:.1f} s on {result.provenance['device_name']})")
 
@@ -302,13 +303,22 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one line on stderr, without the source line."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     """Run the chosen command: bad arguments give its usage and exit 2, a failed run one
     line and exit 1, Ctrl-C one line and exit 130 (the checkpoint kept)."""
+    import warnings
+
     from .files import RunError
 
     try:
-        args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args.run(args)
     except ValueError as err:
         args.parser.error(str(err))
     except KeyboardInterrupt:
