@@ -30,8 +30,8 @@ class LockedError(RunError):
 
 
 def check_output(path: str | Path, name: str = "out", *, checkpoint: str | Path | None = None) -> Path:
-    """``path`` if a file can be written there: not a folder, its folder writable, not the
-    checkpoint; creates the missing folders. Raises ``ValueError`` naming ``name``."""
+    """``path`` if a file can be written there: not a folder, not the checkpoint, in a folder
+    that exists and is writable or can be made in one. Raises ``ValueError`` naming ``name``."""
     text = str(path)
     path = Path(path)
     if text.endswith(os.sep) or path.is_dir():
@@ -51,10 +51,15 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _probe_folder(folder: Path, name: str) -> None:
-    """Create ``folder`` if needed and write then remove a file there, or raise ``ValueError``."""
+    """Write then remove a file in ``folder``, or in its nearest existing parent when it does
+    not exist yet (nothing is created), or raise ``ValueError``."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write {name} in the folder {folder}: {existing} is not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".gmmmem-probe-")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".gmmmem-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
@@ -146,6 +151,7 @@ def exclusive(path: str | Path) -> Iterator[Path]:
     """Hold an exclusive lock on writing ``path`` (the file ``path.lock``) for the block;
     raises :class:`LockedError` at once if another process holds it."""
     lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
     fd = _acquire(lock, Path(path))
     try:
         yield lock
