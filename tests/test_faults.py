@@ -59,6 +59,8 @@ def _exit_code(argv, capsys) -> tuple[int, str]:
         code = main(argv)
     except SystemExit as exit_:
         code = exit_.code
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped the command")
     return code, capsys.readouterr().err
 
 
@@ -183,7 +185,8 @@ def test_a_diverging_run_stops_early_naming_the_step_and_learning_rate(tmp_path,
     monkeypatch.setattr(train, "_loss_and_grad", lambda *a: calls.append(1) or real(*a))
     config = TrainConfig(steps=3000, peak_lr=1e6, final_lr=1e-3, num_draws=2)
     ck = tmp_path / "run.checkpoint"
-    with pytest.raises(DivergenceError, match=r"step \d+ of 3000 \(learning rate there .*peak_lr 1e\+06") as err:
+    named = r"step \d+ of 3000 \(learning rate there .*peak_lr 1e\+06"
+    with pytest.raises(DivergenceError, match=named) as err:
         train_gmm(_data(), [3, 6], config, "cpu", progress=False, checkpoint=ck, checkpoint_every=100)
     step = int(str(err.value).split("at step ")[1].split()[0])
     assert len(calls) <= step + train.DIVERGENCE_CHECK_EVERY < config.steps  # stopped early
