@@ -31,12 +31,43 @@ def _overrides(args: argparse.Namespace) -> dict:
     }
 
 
+def _nonnegative(text: str) -> int:
+    """An argparse type: an integer >= 0 (a seed)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def _checked_outputs(args: argparse.Namespace, default_checkpoint: str, folder: bool = False) -> Path:
+    """Check ``--out`` and the checkpoint (a file, or a ``folder``) before any work; returns
+    the checkpoint path, remembered on ``args`` for the message of an interrupted run."""
+    from .files import check_output
+
+    checkpoint = Path(args.checkpoint or default_checkpoint)
+    check_output(args.out, "--out", checkpoint=checkpoint)
+    if checkpoint.exists() and checkpoint.is_dir() != folder:
+        raise ValueError(f"--checkpoint {checkpoint} exists and is not a "
+                         f"{'folder' if folder else 'file'}; give another path")
+    check_output(checkpoint / "N.pt" if folder else checkpoint, "--checkpoint")
+    args.checkpoint_path = checkpoint
+    return checkpoint
+
+
+def _edge_note(sizes: list[int], start: int | None) -> str:
+    """A note when the transition starts at the smallest size measured (it may start below)."""
+    if start is not None and start == sizes[0]:
+        return f" (the smallest size measured: the transition may start below M = {start})"
+    return ""
+
+
 def _phase_transition(args: argparse.Namespace) -> None:
     from .experiments import phase_transition, phase_transition_templates, template_config
     from .train import TrainConfig
 
-    checkpoint = Path(args.checkpoint or f"{args.out}.checkpoint")
-    common = dict(progress=not args.no_progress, checkpoint=checkpoint)
+    checkpoint = _checked_outputs(args, f"{args.out}.checkpoint")
+    common = dict(progress=not args.no_progress, checkpoint=checkpoint,
+                  checkpoint_every=args.checkpoint_every)
     if args.command == "phase-transition-templates":
         config = template_config(args.scale, seed=args.seed, **_overrides(args))
         result = phase_transition_templates(args.K, args.N, args.sizes, args.size, args.scale,
@@ -48,17 +79,20 @@ def _phase_transition(args: argparse.Namespace) -> None:
     result.save(args.out)
     checkpoint.unlink(missing_ok=True)
     start, end = result.transition
+    mid = result.midpoint
     print("memorization ratio by model size: "
           + ", ".join(f"{M}: {r:.2f}" for M, r in zip(result.model_sizes, result.memorization_ratio)))
-    print(f"transition start (ratio >= 0.1): {start}, end (ratio >= 0.9): {end}, "
-          f"midpoint M_pt: {result.midpoint}")
+    print(f"transition start (ratio >= 0.1): {start}"
+          f"{_edge_note(result.model_sizes, start)}, "
+          f"end (ratio >= 0.9): {end}, midpoint M_pt: "
+          + (f"{mid:.1f}" if mid is not None else f"none ({result.midpoint_status})"))
     print(f"wrote {args.out} ({result.provenance['wall_seconds']:.1f} s on {result.provenance['device_name']})")
 
 
 def _fit_weights(args: argparse.Namespace) -> None:
     from .predict import default_weights, write_weights
 
-    fitted = write_weights(args.sweep, args.out)
+    fitted = write_weights(args.sweep, args.out, force=args.force)
     ev = fitted["held_out"]["random 75/25"]
     print(f"{fitted['predictor']}: fitted on {fitted['fit']['n_configs']} configurations, "
           f"training MSE {fitted['fit']['train_mse']:.2e}, held-out MSE (random 75/25) "
@@ -96,20 +130,28 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _data_size(args: argparse.Namespace) -> None:
+    import shutil
+
     from .data_size import data_size
     from .train import TrainConfig
 
+    checkpoint = _checked_outputs(args, f"{args.out}.checkpoints", folder=True)
     overrides = {} if args.steps is None else {"steps": args.steps}
     config = TrainConfig.preset(args.scale, seed=args.seed, **overrides)
     result = data_size(args.d, args.K, args.M, args.N, args.var, args.seed, args.scale,
-                       args.device, config=config, progress=not args.no_progress)
+                       args.device, config=config, progress=not args.no_progress,
+                       checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     result.save(args.out)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     print("memorization ratio by training-set size: "
           + ", ".join(f"{n}: {r:.2f}" for n, r in zip(result.training_sizes, result.memorization_ratio)))
     high, low = result.transition
     stop = result.stop_point
-    print(f"memorizes up to N = {high} (ratio >= 0.9), generalizes above N = {low} (ratio < 0.1), "
-          f"stops memorizing at N_pt = {'none' if stop is None else f'{stop:.1f}'}")
+    beyond = (" (the largest size measured: it may generalize only beyond)"
+              if low is not None and low == result.training_sizes[-1] else "")
+    print(f"memorizes up to N = {high} (ratio >= 0.9), generalizes above N = {low} (ratio < 0.1)"
+          f"{beyond}, stops memorizing at N_pt = "
+          + (f"{stop:.1f}" if stop is not None else f"none ({result.stop_status})"))
     print(f"wrote {args.out} ({result.provenance['wall_seconds']:.1f} s on {result.provenance['device_name']})")
 
 
@@ -120,6 +162,7 @@ GRID_NAMES = ("paper", "paper-seeds", "default", "ci")
 def _sweep(args: argparse.Namespace) -> None:
     from .sweep import SweepError, run_sweep
 
+    args.checkpoint_path = Path(f"{args.out}.checkpoints")
     try:
         records = run_sweep(
             args.grid, args.out, scale=args.scale, scheduler=args.scheduler,
@@ -128,11 +171,6 @@ def _sweep(args: argparse.Namespace) -> None:
         )
     except (SweepError, ConnectionError) as err:
         sys.exit(f"error: {err}")
-    for r in records:
-        c, mid = r["config"], r["midpoint"]
-        print(f"d={c['d']} K={c['K']} N={c['N']} var={c['var']:g} seed={c['seed']}: "
-              f"start {r['start']}, end {r['end']}, midpoint M_pt "
-              + ("none" if mid is None else f"{mid:.1f} ({r['midpoint_over_N']:.3f} N)"))
     print(f"{len(records)} records in {args.out}")
 
 
@@ -141,7 +179,8 @@ def _phase_transition_options(pt: argparse.ArgumentParser) -> None:
     pt.add_argument("--N", type=int, required=True, help="number of training points")
     pt.add_argument("--sizes", type=int, nargs="+", help="model sizes M (default: N/10, ..., N)")
     pt.add_argument("--scale", choices=SCALES, default="default", help="training preset")
-    pt.add_argument("--seed", type=int, default=0, help="seed of data, training and evaluation")
+    pt.add_argument("--seed", type=_nonnegative, default=0,
+                    help="seed of data, training and evaluation (>= 0)")
     pt.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     pt.add_argument("--out", required=True, help="output JSON file")
     pt.add_argument("--steps", type=int, help="override the preset's number of steps")
@@ -152,8 +191,10 @@ def _phase_transition_options(pt: argparse.ArgumentParser) -> None:
     pt.add_argument("--beta2", type=float, help="override the preset's Adam second-moment decay")
     pt.add_argument("--checkpoint", help="training checkpoint file (default: OUT.checkpoint); "
                     "rerunning an interrupted command resumes from it; removed once OUT is written")
+    pt.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
+                    help="steps between checkpoints (default 1000)")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pt.set_defaults(run=_phase_transition)
+    pt.set_defaults(run=_phase_transition, parser=pt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--device", default="auto",
                     help="auto (each worker: its GPU, else the CPU), or one device for every task")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sw.set_defaults(run=_sweep)
+    sw.set_defaults(run=_sweep, parser=sw)
 
     pr = commands.add_parser(
         "predict",
@@ -216,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--var", type=float, default=1.0, help="data variance s_star^2 (default 1)")
     pr.add_argument("--weights", help="fitted weights (default: data/weights/default.json)")
     pr.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
-    pr.set_defaults(run=_predict)
+    pr.set_defaults(run=_predict, parser=pr)
 
     fw = commands.add_parser(
         "fit-weights",
@@ -226,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         "write weights, errors and transition width as JSON, with provenance.",
     )
     fw.add_argument("--sweep", help="sweep file, JSON lines (default: data/sweeps/default.jsonl)")
-    fw.add_argument("--out", help="output file (default: data/weights/default.json)")
-    fw.set_defaults(run=_fit_weights)
+    fw.add_argument("--out", help="output file (default: data/weights/default.json, replaced "
+                    "only with --force)")
+    fw.add_argument("--force", action="store_true",
+                    help="replace the committed data/weights/default.json when --out is not given")
+    fw.set_defaults(run=_fit_weights, parser=fw)
 
     ds = commands.add_parser(
         "data-size",
@@ -243,18 +287,49 @@ def main(argv: list[str] | None = None) -> int:
                     help="training-set sizes, increasing, each >= M")
     ds.add_argument("--var", type=float, default=1.0, help="data variance s_star^2 (default 1)")
     ds.add_argument("--scale", choices=SCALES, default="default", help="training preset")
-    ds.add_argument("--seed", type=int, default=0, help="seed of data, training and evaluation")
+    ds.add_argument("--seed", type=_nonnegative, default=0,
+                    help="seed of data, training and evaluation (>= 0)")
     ds.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     ds.add_argument("--out", required=True, help="output JSON file")
     ds.add_argument("--steps", type=int, help="override the preset's number of steps")
+    ds.add_argument("--checkpoint", help="folder of training checkpoints, one per N (default: "
+                    "OUT.checkpoints); rerunning an interrupted command resumes from them; "
+                    "removed once OUT is written")
+    ds.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
+                    help="steps between checkpoints (default 1000)")
     ds.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ds.set_defaults(run=_data_size)
+    ds.set_defaults(run=_data_size, parser=ds)
 
     args = parser.parse_args(argv)
+    return _run(args)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one line on stderr, without the source line."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command: bad arguments give its usage and exit 2, a failed run one
+    line and exit 1, Ctrl-C one line and exit 130 (the checkpoint kept)."""
+    import warnings
+
+    from .files import RunError
+
     try:
-        args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args.run(args)
     except ValueError as err:
-        parser.error(str(err))
+        args.parser.error(str(err))
+    except KeyboardInterrupt:
+        kept = getattr(args, "checkpoint_path", None)
+        where = f"; checkpoint kept at {kept}" if kept is not None and kept.exists() else ""
+        print(f"interrupted{where}", file=sys.stderr)
+        return 130
+    except (RunError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -44,9 +44,13 @@ from . import metrics, provenance, validate
 from .config import check_scale
 from .device import resolve
 from .diffusion import time_grid
-from .experiments import EVAL_PRESETS, EvalConfig, make_data, midpoint, transition
+from .experiments import (BELOW_SMALLEST, EVAL_PRESETS, MEASURED, NOT_REACHED, EvalConfig,
+                          make_data, midpoint, midpoint_status, transition)
 from .sampling import ddim_sample
 from .train import TrainConfig, train_gmm
+
+#: Where N_pt lies when the largest training-set size still memorizes.
+ABOVE_LARGEST = "above the largest size"
 
 
 def transition_in_n(Ns: Sequence[int], ratio: Sequence[float]) -> tuple[int | None, int | None]:
@@ -66,10 +70,21 @@ def stop_memorizing(Ns: Sequence[int], ratio: Sequence[float]) -> float | None:
 
     Scanning from the largest N downwards, the first size whose ratio reaches 0.5, linearly
     interpolated with the next larger one (:func:`gmmmem.experiments.midpoint` on the
-    reversed axis). None when no size reaches 0.5.
+    reversed axis). None when the crossing lies outside the measured sizes
+    (:func:`stop_status` says where).
     """
     m = midpoint([-n for n in Ns[::-1]], list(ratio)[::-1])
     return None if m is None else -m
+
+
+#: Where N_pt lies when it is not measured, by the status of the reversed-axis midpoint.
+_STOP_STATUS = {MEASURED: MEASURED, BELOW_SMALLEST: ABOVE_LARGEST, NOT_REACHED: BELOW_SMALLEST}
+
+
+def stop_status(ratio: Sequence[float]) -> str:
+    """Whether N_pt was measured: ``"measured"``, ``"above the largest size"`` (the largest N
+    still reaches 0.5) or ``"below the smallest size"`` (no N reaches 0.5)."""
+    return _STOP_STATUS[midpoint_status(list(ratio)[::-1])]
 
 
 @dataclass
@@ -94,22 +109,35 @@ class DataSizeResult:
 
     @property
     def stop_point(self) -> float | None:
-        """N_pt, the N where the ratio falls through 0.5 (:func:`stop_memorizing`)."""
+        """N_pt, the N where the ratio falls through 0.5 (:func:`stop_memorizing`); None
+        outside the measured sizes (:attr:`stop_status`)."""
         return stop_memorizing(self.training_sizes, self.memorization_ratio)
 
+    @property
+    def stop_status(self) -> str:
+        """Whether N_pt was measured or lies above the largest / below the smallest size."""
+        return stop_status(self.memorization_ratio)
+
     def save(self, path: str | Path) -> Path:
-        """Write the result as JSON (atomically)."""
-        return provenance.write_json_atomic(path, dataclasses.asdict(self))
+        """Write the result as JSON (atomically), with N_pt and its status."""
+        derived = {"stop_point": self.stop_point, "stop_status": self.stop_status}
+        return provenance.write_json_atomic(path, {**dataclasses.asdict(self), **derived})
 
     @classmethod
     def load(cls, path: str | Path) -> "DataSizeResult":
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save` (the derived N_pt fields are recomputed)."""
         with open(path) as f:
             raw = json.load(f)
-        missing = {f.name for f in dataclasses.fields(cls)} - raw.keys()
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = names - raw.keys()
         if missing:
             raise ValueError(f"{path} is not a data-size result: missing {sorted(missing)}")
-        return cls(**raw)
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def _checkpoint_file(folder: str | Path | None, N: int) -> Path | None:
+    """The training checkpoint of training-set size ``N`` in ``folder`` (None: none)."""
+    return None if folder is None else Path(folder) / f"N{N}.pt"
 
 
 def data_size(
@@ -125,19 +153,24 @@ def data_size(
     config: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
     progress: bool | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
 ) -> DataSizeResult:
     """Train one model of size ``M`` per training-set size N in ``training_sizes`` and measure.
 
     ``training_sizes``: strictly increasing, each N >= max(M, 2). ``scale`` picks the training
     and evaluation presets (``config`` / ``eval_config`` override them). Data, training and
     sampling noise all derive from ``seed``, as in :func:`gmmmem.experiments.phase_transition`.
+    With ``checkpoint`` (a folder) the training of each N checkpoints to ``N<N>.pt`` there
+    (:func:`gmmmem.train.train_gmm`), so a rerun of an interrupted call resumes where it
+    stopped and ends exactly as an uninterrupted one; the caller removes the folder.
     """
-    for name, value in (("d", d), ("K", K), ("M", M)):
-        validate.positive_int(value, name)
+    d, K, M = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("M", M)))
+    seed = validate.seed(seed)
     if not 0.0 < float(var) < math.inf:
         raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
     var = float(var)
-    Ns = [validate.positive_int(n, "training-set size N") for n in training_sizes]
+    Ns = [validate.integer(n, "training-set size N") for n in training_sizes]
     if not Ns:
         raise ValueError("training_sizes is empty")
     if sorted(set(Ns)) != Ns:
@@ -158,7 +191,9 @@ def data_size(
     ratio, learned_var, seconds = [], [], []
     for N in Ns:
         X = X_all[:N]
-        trained = train_gmm(X, [M], config, dev, init_means=X_all[:M], progress=progress)
+        trained = train_gmm(X, [M], config, dev, init_means=X_all[:M], progress=progress,
+                            checkpoint=_checkpoint_file(checkpoint, N),
+                            checkpoint_every=checkpoint_every)
         gen = torch.Generator(device=dev).manual_seed(seed + 1)
         samples = ddim_sample(trained.denoiser(0), ev.num_samples, d, times, gen,
                               dtype=torch.float64, device=dev)

@@ -18,7 +18,10 @@ def default() -> torch.device:
     """``GMMMEM_DEVICE`` if set, else ``cuda`` when available, else ``cpu``."""
     name = os.environ.get("GMMMEM_DEVICE", "").strip()
     if name and name != "auto":
-        return resolve(name)
+        try:
+            return resolve(name)
+        except ValueError as err:
+            raise ValueError(f"GMMMEM_DEVICE: {err}") from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -26,9 +29,17 @@ def resolve(device: str | torch.device | None) -> torch.device:
     """Turn ``None`` / ``"auto"`` / a name into a usable device, with a clear error."""
     if device is None or device == "auto":
         return default()
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:INDEX")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(dev)!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(dev)!r} requested but only {torch.cuda.device_count()} "
+                         "CUDA device(s) are present")
     return dev
 
 

@@ -47,6 +47,10 @@ class EvalConfig:
     num_samples: int
     loss_draws: int
 
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "loss_draws"):
+            object.__setattr__(self, name, validate.integer(getattr(self, name), name))
+
 
 EVAL_PRESETS = {
     "ci": EvalConfig(num_samples=100, loss_draws=10),
@@ -70,12 +74,17 @@ def transition(model_sizes: Sequence[int], ratio: Sequence[float]) -> tuple[int 
     return found[0], found[1]
 
 
+#: Why a midpoint is None (:func:`midpoint_status`); a measured one is ``MEASURED``.
+MEASURED, BELOW_SMALLEST, NOT_REACHED = "measured", "below the smallest size", "not reached"
+
+
 def midpoint(model_sizes: Sequence[int], ratio: Sequence[float]) -> float | None:
-    """The model size where the ratio first reaches 0.5, interpolated linearly (None: never)."""
+    """The model size where the ratio first reaches 0.5, interpolated linearly between two
+    measured sizes; None when it lies outside them (:func:`midpoint_status` says where)."""
     for k, r in enumerate(ratio):
         if r >= 0.5:
             if k == 0:
-                return float(model_sizes[0])
+                return None
             r0, M0, M1 = ratio[k - 1], model_sizes[k - 1], model_sizes[k]
             return float(M0 + (0.5 - r0) / (r - r0) * (M1 - M0))
     return None
@@ -126,6 +135,15 @@ def midpoint_interval(
     return (float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None)
 
 
+def midpoint_status(ratio: Sequence[float]) -> str:
+    """Whether the ratio crosses 0.5 between measured sizes: ``"measured"``; ``"below the
+    smallest size"`` (the smallest already reaches 0.5); ``"not reached"`` (no size does)."""
+    hits = [r >= 0.5 for r in ratio]
+    if not any(hits):
+        return NOT_REACHED
+    return BELOW_SMALLEST if hits[0] else MEASURED
+
+
 @dataclass
 class PhaseTransitionResult:
     """Everything measured in one phase-transition run; arrays are per (size, time)."""
@@ -152,7 +170,8 @@ class PhaseTransitionResult:
 
     @property
     def midpoint(self) -> float | None:
-        """M_pt: the model size where the ratio reaches 0.5 (linear interpolation)."""
+        """M_pt: the model size where the ratio reaches 0.5 (linear interpolation); None
+        outside the measured sizes (:attr:`midpoint_status`)."""
         return midpoint(self.model_sizes, self.memorization_ratio)
 
     @property
@@ -160,6 +179,11 @@ class PhaseTransitionResult:
         """A 95% bootstrap interval for M_pt over the generated samples (:func:`midpoint_interval`)."""
         n = self.provenance["settings"]["eval_config"]["num_samples"]
         return midpoint_interval(self.model_sizes, self.memorization_ratio, n)
+
+    @property
+    def midpoint_status(self) -> str:
+        """Whether M_pt was measured, lies below the smallest size or was not reached."""
+        return midpoint_status(self.memorization_ratio)
 
     def time_index(self, t: float) -> int:
         """Index of the grid time nearest to ``t``."""
@@ -170,18 +194,20 @@ class PhaseTransitionResult:
         return np.asarray(self.arrays["learned_means"][k])
 
     def save(self, path: str | Path) -> Path:
-        """Write the result as JSON (atomically)."""
-        return provenance.write_json_atomic(path, dataclasses.asdict(self))
+        """Write the result as JSON (atomically), with its midpoint and midpoint status."""
+        derived = {"midpoint": self.midpoint, "midpoint_status": self.midpoint_status}
+        return provenance.write_json_atomic(path, {**dataclasses.asdict(self), **derived})
 
     @classmethod
     def load(cls, path: str | Path) -> "PhaseTransitionResult":
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save` (the derived midpoint fields are recomputed)."""
         with open(path) as f:
             raw = json.load(f)
-        missing = {f.name for f in dataclasses.fields(cls)} - raw.keys()
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = names - raw.keys()
         if missing:
             raise ValueError(f"{path} is not a phase-transition result: missing {sorted(missing)}")
-        return cls(**raw)
+        return cls(**{k: v for k, v in raw.items() if k in names})
 
 
 def generate_samples(denoisers, X: torch.Tensor, ev: EvalConfig, seed: int) -> list[torch.Tensor]:
@@ -288,18 +314,20 @@ def phase_transition(
     eval_config: EvalConfig | None = None,
     progress: bool | None = None,
     checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
     var: float = 1.0,
 ) -> PhaseTransitionResult:
     """Run the phase-transition experiment for one configuration.
 
     ``model_sizes`` defaults to N/10, 2N/10, ..., N. ``scale`` picks the training and
     evaluation presets; ``config`` / ``eval_config`` override them. Data, initialization,
-    training noise and evaluation noise all derive from ``seed``. ``checkpoint`` (a file)
-    lets an interrupted training resume (:func:`gmmmem.train.train_gmm`). ``var`` is the
+    training noise and evaluation noise all derive from ``seed``. ``checkpoint`` (a file,
+    written every ``checkpoint_every`` steps) lets an interrupted training resume
+    (:func:`gmmmem.train.train_gmm`). ``var`` is the
     true mixture's variance s_star^2 (the paper's 1 by default).
     """
-    for name, value in (("d", d), ("K", K), ("N", N)):
-        validate.positive_int(value, name)
+    d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
+    seed = validate.seed(seed)
     if N < 2:
         raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
     if not 0.0 < float(var) < math.inf:
@@ -313,7 +341,8 @@ def phase_transition(
     began = time.perf_counter()
 
     truth, X, X_test = make_data(d, K, N, seed, dev, var)
-    trained = train_gmm(X, sizes, config, dev, progress=progress, checkpoint=checkpoint)
+    trained = train_gmm(X, sizes, config, dev, progress=progress, checkpoint=checkpoint,
+                        checkpoint_every=checkpoint_every)
     ratio, losses = _measure(trained, truth.denoise, X, X_test, ev, seed)
     stats = [
         dataclasses.asdict(metrics.means_statistics(m.to(dev, torch.float64), truth.means, X))
@@ -387,6 +416,7 @@ def phase_transition_templates(
     eval_config: EvalConfig | None = None,
     progress: bool | None = None,
     checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
 ) -> PhaseTransitionResult:
     """The phase-transition experiment on coloured templates (Figure 6).
 
@@ -396,8 +426,9 @@ def phase_transition_templates(
     :func:`template_config` unless ``config`` is given. Per size,
     ``means_stats`` holds :func:`gmmmem.metrics.template_statistics`.
     """
-    for name, value in (("K", K), ("N", N), ("size", size)):
-        validate.positive_int(value, name)
+    K, N, size = (validate.integer(value, name)
+                  for name, value in (("K", K), ("N", N), ("size", size)))
+    seed = validate.seed(seed)
     if N < 2:
         raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
     check_scale(scale)
@@ -408,7 +439,8 @@ def phase_transition_templates(
     began = time.perf_counter()
 
     truth, images, images_test = make_template_data(K, N, size, seed, dev)
-    trained = train_templates(images, sizes, config, dev, progress=progress, checkpoint=checkpoint)
+    trained = train_templates(images, sizes, config, dev, progress=progress,
+                              checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     X, X_test = images.flatten(1), images_test.flatten(1)
 
     def true_denoise(x, t):

@@ -356,8 +356,8 @@ def width_sweep(
     distance to the nearest training point over that to the second nearest (a sample is
     memorized when d1/d2 < 1/3): a continuous view of how close samples come to copying.
     """
-    for name, value in (("d", d), ("K", K), ("N", N)):
-        validate.positive_int(value, name)
+    d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
+    seed = validate.seed(seed)
     if N < 2:
         raise ValueError(
             f"N must be >= 2 (the memorization criterion needs two training points), got {N}")

@@ -161,16 +161,20 @@ def fit_weights(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def write_weights(sweep: str | Path | None = None, out: str | Path | None = None) -> dict[str, Any]:
+def write_weights(sweep: str | Path | None = None, out: str | Path | None = None, *,
+                  force: bool = False) -> dict[str, Any]:
     """Fit on the sweep file ``sweep`` (default :func:`default_sweep`), write ``out``
-    (default :func:`default_weights`) with provenance, and return what was written."""
+    (default :func:`default_weights`, replaced only with ``force``) with provenance, and
+    return what was written."""
     import torch
 
-    from . import provenance
+    from . import files, provenance
     from .sweep import load_sweep
 
     sweep = Path(sweep) if sweep is not None else default_sweep()
-    out = Path(out) if out is not None else default_weights()
+    if out is None and not force:
+        files.check_default_output(default_weights())
+    out = files.check_output(out if out is not None else default_weights())
     if not sweep.is_file():
         raise ValueError(f"sweep file {sweep} does not exist")
     began = time.perf_counter()
@@ -199,8 +203,13 @@ def load_weights(path: str | Path | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"no fitted weights at {path}: make them with "
                          f"`python -m gmmmem fit-weights --out {path}`")
-    with open(path) as f:
-        payload = json.load(f)
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a fitted-weights file: not JSON ({err})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} is not a fitted-weights file: not a JSON object")
     needed = ("predictor", "c", "times", "weights", "held_out", "width", "fitted_range")
     absent = [k for k in needed if k not in payload]
     if absent:

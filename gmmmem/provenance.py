@@ -7,17 +7,15 @@ the command, code and device that produced it.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, files
 
 
 def git_commit() -> str:
@@ -74,15 +72,5 @@ def record(settings: dict[str, Any], device: torch.device, seconds: float) -> di
 
 
 def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    """Write ``payload`` as JSON to ``path`` atomically and durably (:func:`gmmmem.files.write_json`)."""
+    return files.write_json(path, payload)

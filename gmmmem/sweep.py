@@ -28,7 +28,9 @@ command resumes (:func:`run_sweep`). :func:`load_sweep` reads and validates such
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -47,10 +49,10 @@ import torch
 from tqdm import tqdm
 
 from . import device as _device
-from . import provenance, validate
+from . import files, provenance, validate
 from .config import check_scale
 from .experiments import (EVAL_PRESETS, EvalConfig, PhaseTransitionResult, midpoint,
-                          midpoint_interval, phase_transition, transition)
+                          midpoint_interval, midpoint_status, phase_transition, transition)
 from .train import LONG_DEFAULT, TrainConfig
 
 #: Sizes of the fine stage, spread evenly over the coarse bracket (the authors use 10).
@@ -238,6 +240,7 @@ def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
         # 95% bootstrap interval of the midpoint over the generated samples (None: open end)
         "midpoint_interval": [lo, hi],
         "midpoint_interval_over_N": [None if v is None else v / config.N for v in (lo, hi)],
+        "midpoint_status": midpoint_status(ratio),
         "times": coarse.times,
         # x0-unit Monte Carlo losses: true mixture / memorizing denoiser per time (T,), and the
         # partially memorizing one and the trained model per merged size and time (S, T).
@@ -509,6 +512,31 @@ def _cpu_count() -> int:
 # --------------------------------------------------------------------------- the sweep
 
 
+def summary(rec: dict[str, Any]) -> str:
+    """One line on a record: its configuration and the transition found."""
+    c, mid = rec["config"], rec["midpoint"]
+    where = (f"{mid:.1f} ({rec['midpoint_over_N']:.3f} N)" if mid is not None
+             else f"none ({midpoint_status(rec['memorization_ratio'])})")
+    return (f"d={c['d']} K={c['K']} N={c['N']} var={c['var']:g} seed={c['seed']}: "
+            f"start {rec['start']}, end {rec['end']}, midpoint M_pt {where}")
+
+
+def _writes_out(run: Callable) -> Callable:
+    """Check ``run``'s ``out`` before any work, and hold it locked (:func:`gmmmem.files.exclusive`)
+    while ``run`` writes it: a second writer gets :class:`gmmmem.files.LockedError`."""
+    signature = inspect.signature(run)
+
+    @functools.wraps(run)
+    def locked(*args, **kwargs):
+        out = signature.bind(*args, **kwargs).arguments["out"]
+        files.check_output(out, "out")
+        with files.exclusive(out):
+            return run(*args, **kwargs)
+
+    return locked
+
+
+@_writes_out
 def run_sweep(
     grid: str | Sequence[Config],
     out: str | Path,
@@ -538,6 +566,9 @@ def run_sweep(
     killed sweep also resumes the configurations it was computing.
 
     Records go to ``out`` (JSON lines), the file rewritten atomically after each configuration.
+    ``out`` is checked before any work and locked while the sweep runs: a second sweep writing
+    it fails at once (:class:`gmmmem.files.LockedError`). ``report`` gets a line on each
+    configuration as it finishes (:func:`summary`).
     A configuration whose stored record has the same settings is not recomputed. A stored
     record made with other settings, a corrupted line and a duplicate are each reported
     (:class:`SweepWarning`); such a configuration is recomputed, and the lines are dropped from
@@ -622,8 +653,9 @@ def run_sweep(
                             n_workers, out, done, save, progress, len(configs), say)
     if failures:
         lines = "\n".join(f"  {c.name}: {type(e).__name__}: {e}" for c, e in failures)
-        raise SweepError(f"{len(failures)} of {len(configs)} configurations failed (the others are "
-                         f"in {out}; rerun the command to retry):\n{lines}")
+        kept = f"the others are in {out}" if done else "none is recorded"
+        raise SweepError(f"{len(failures)} of {len(configs)} configurations failed ({kept}; "
+                         f"rerun the command to retry):\n{lines}")
     return [done[c.key] for c in configs]
 
 
@@ -676,6 +708,7 @@ def _compute(todo, scale, train_configs, ev, fine_points, device, scheduler, n_w
                 else:
                     done[c.key] = future.result()
                     save()
+                    say(summary(done[c.key]))
                     if checkpoint_dir is not None:
                         for f in checkpoint_dir.glob(f"{c.name}-*.pt"):
                             f.unlink(missing_ok=True)

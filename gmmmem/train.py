@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import validate
+from . import files, validate
 from .config import check_scale
 from .device import resolve, tune_cpu_allocator
 from .diffusion import time_grid
@@ -60,6 +59,9 @@ GROUP_OVERHEAD = {"cpu": 5_000, "cuda": 500_000}
 ADAM_BETA1 = 0.9
 ADAM_EPS = 1e-8
 
+#: Steps between checks that the loss and parameters are finite (and at every checkpoint).
+DIVERGENCE_CHECK_EVERY = 200
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -76,8 +78,9 @@ class TrainConfig:
     adam_beta2: float = 0.999  # Adam's second-moment decay (the authors' 0.999)
 
     def __post_init__(self) -> None:
-        validate.positive_int(self.steps, "steps")
-        validate.positive_int(self.num_draws, "num_draws")
+        for name in ("steps", "num_draws"):
+            object.__setattr__(self, name, validate.integer(getattr(self, name), name))
+        object.__setattr__(self, "seed", validate.seed(self.seed))
         if not self.peak_lr > 0 or not self.final_lr >= 0:
             raise ValueError(
                 f"need peak_lr > 0 and final_lr >= 0, got {self.peak_lr}, {self.final_lr}"
@@ -405,9 +408,13 @@ def fit(
     first = 0
     if checkpoint is not None and Path(checkpoint).exists():
         first, done = _resume(checkpoint, key, model.params, opt, gen)
-        history[:first] = done
+        if first:
+            history[:first] = done
+    checked = first
 
     def save(step: int) -> None:
+        nonlocal checked
+        checked = _check_finite(history, model.params, checked, step, config, checkpoint)
         if checkpoint is not None:
             state = {"key": key, "step": step, "params": model.params, "adam": opt.state(),
                      "generator": gen.get_state(), "history": history[:step]}
@@ -427,6 +434,8 @@ def fit(
             history[step, model.num_models :] = variance()
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
+        elif (step + 1) % DIVERGENCE_CHECK_EVERY == 0:
+            checked = _check_finite(history, model.params, checked, step + 1, config, checkpoint)
     save(config.steps)
     seconds = time.perf_counter() - t_start
     history = history.cpu().numpy()
@@ -443,17 +452,43 @@ def checkpoint_key(X, sizes, config, init, dtype, model: str = "isotropic") -> d
 
 
 def _save_atomic(state: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write a checkpoint atomically and durably."""
+    files.save_checkpoint(state, path)
 
 
-def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor]:
+class DivergenceError(files.RunError):
+    """Training produced a non-finite loss or parameter."""
+
+
+def _check_finite(history, params, checked: int, step: int, config: TrainConfig,
+                  checkpoint: str | Path | None) -> int:
+    """``step`` if the losses of steps ``checked..step`` and the parameters are finite; else
+    remove ``checkpoint`` (resuming would diverge again) and raise :class:`DivergenceError`."""
+    losses = history[checked:step]
+    if bool(torch.isfinite(losses).all()) and all(bool(torch.isfinite(p).all()) for p in params):
+        return step
+    bad = (~torch.isfinite(losses)).flatten(1).any(1).nonzero()
+    first = checked + int(bad[0]) if len(bad) else step - 1
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
+    raise DivergenceError(
+        f"training diverged: non-finite {'loss' if len(bad) else 'parameters'} at step "
+        f"{first + 1} of {config.steps} (learning rate there {config.lr(first):.3g}, peak_lr "
+        f"{config.peak_lr:g}); lower the learning rate (peak_lr, --peak-lr)"
+        + ("; no checkpoint kept" if checkpoint is not None else ""))
+
+
+#: Keys every training checkpoint holds.
+CHECKPOINT_KEYS = ("key", "step", "params", "adam", "generator", "history")
+
+
+def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor | None]:
     """Load a checkpoint into the parameters, optimizer and generator in place; returns the
-    step to start from and the loss history so far."""
-    state = torch.load(path, map_location=params[0].device, weights_only=False)
+    step to start from and the loss history so far (0 and None for a damaged checkpoint,
+    which is moved aside: :func:`gmmmem.files.load_checkpoint`)."""
+    state = files.load_checkpoint(path, params[0].device, CHECKPOINT_KEYS)
+    if state is None:
+        return 0, None
     if state.get("key") != key:
         raise ValueError(
             f"checkpoint {path} was made with other data, model sizes or settings; "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import torch
 
 
@@ -55,3 +58,18 @@ def positive_int(n: int, name: str) -> int:
     if int(n) != n or n < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {n}")
     return int(n)
+
+
+def integer(n: Any, name: str, low: int = 1) -> int:
+    """An integer >= ``low`` of any integral type (numpy included), as a Python ``int``;
+    floats and booleans are refused."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {low}, got {n!r} ({type(n).__name__})")
+    if n < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {n}")
+    return int(n)
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """A random seed: an integer >= 0."""
+    return integer(value, name, low=0)

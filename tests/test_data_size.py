@@ -22,13 +22,14 @@ TINY = dict(config=SHORT, eval_config=EvalConfig(num_samples=100, loss_draws=2),
 
 
 def _brute(Ns, ratio):
-    """The N-axis transition by direct scans (largest N at each level; 0.5 crossing from above)."""
+    """The N-axis transition by direct scans (largest N at each level; 0.5 crossing from above,
+    None when the largest N still reaches 0.5: the crossing lies beyond the measured sizes)."""
     largest = [max((n for n, r in zip(Ns, ratio) if r >= lv), default=None) for lv in (0.9, 0.1)]
     stop = None
     for k in range(len(Ns) - 1, -1, -1):
         if ratio[k] >= 0.5:
             if k == len(Ns) - 1:
-                stop = float(Ns[k])
+                stop = None
             else:
                 r0, r1 = ratio[k], ratio[k + 1]
                 stop = Ns[k] + (r0 - 0.5) / (r0 - r1) * (Ns[k + 1] - Ns[k])
