@@ -216,7 +216,7 @@ def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
     ratio = _pick(rows, lambda r, k: r.memorization_ratio[k])
     start, end = transition(sizes, ratio)
     mid = midpoint(sizes, ratio)
-    lo, hi = midpoint_interval(sizes, ratio, settings_["eval_config"]["num_samples"])
+    lo, hi = midpoint_interval(sizes, ratio, coarse.provenance["settings"]["eval_config"]["num_samples"])
     ref = coarse.reference
     stages = {}
     for stage, res in (("coarse", coarse), ("fine", fine)):
