@@ -53,18 +53,24 @@ def dump_dom(page: Path) -> str:
     return _run(["--dump-dom", page.as_uri()])
 
 
-def screenshot(page: Path, png: Path, width: int = 1280, height: int = 12000) -> None:
-    """A PNG of the whole page (a tall window, then the empty space below the page trimmed)."""
+def screenshot(page: Path, png: Path, width: int = 1280, height: int = 16000) -> None:
+    """A PNG of the whole page: a window taller than the page, then the empty space trimmed.
+
+    The window's bottom holds the theme's fixed footer; the page ends where a white band of
+    at least 400 pixels begins.
+    """
     png.parent.mkdir(parents=True, exist_ok=True)
     _run([f"--window-size={width},{height}", f"--screenshot={png}", page.as_uri()])
-    from PIL import Image, ImageChops  # Pillow comes with matplotlib
+    import numpy as np
+    from PIL import Image  # Pillow comes with matplotlib
 
     with Image.open(png) as img:
-        img = img.convert("RGB")
-        background = Image.new("RGB", img.size, img.getpixel((width // 2, height - 1)))
-        box = ImageChops.difference(img, background).getbbox()
-        if box:
-            img.crop((0, 0, width, min(height, box[3] + 40))).save(png)
+        img.load()
+    busy = (np.asarray(img.convert("L")) < 250).any(axis=1)  # rows holding anything but white
+    rows = np.flatnonzero(busy)
+    gaps = np.flatnonzero(np.diff(rows) > 400)
+    if gaps.size:
+        img.crop((0, 0, width, int(rows[gaps[0]]) + 40)).save(png)
 
 
 class _Page(HTMLParser):
