@@ -66,7 +66,9 @@ def screenshot(page: Path, png: Path, width: int = 1280, height: int = 16000) ->
 
     with Image.open(png) as img:
         img.load()
-    busy = (np.asarray(img.convert("L")) < 250).any(axis=1)  # rows holding anything but white
+    gray = np.asarray(img.convert("L")) < 250
+    gray = gray[:, ~(gray.mean(axis=0) > 0.9)]  # drop full-height lines (the sidebar's border)
+    busy = gray.any(axis=1)  # rows holding anything but white
     rows = np.flatnonzero(busy)
     gaps = np.flatnonzero(np.diff(rows) > 400)
     if gaps.size:
