@@ -1,6 +1,8 @@
 # gmmmem: build the book and run the tests in a local virtualenv (.venv).
 #   make book   build the book into _build/html (GMMMEM_SCALE defaults to `default`)
 #   make test   unit tests + every chapter via nbval (GMMMEM_SCALE defaults to `ci`)
+#   make test-book    open the built book in headless Chromium with networking off (needs chromium)
+#   make screenshots  a PNG of every built page, opened the same way, in _build/screenshots
 
 SHELL  := /bin/bash
 PYTHON ?= python3
@@ -11,7 +13,7 @@ STAMP  := $(VENV)/.installed
 # OpenMP's default (active) wait policy is kept: measured on 2 cores, OMP_WAIT_POLICY=PASSIVE
 # made a training step 1.7x slower (benchmarks/train.py) and the unit tests 1.4x slower.
 
-.PHONY: install test book clean
+.PHONY: install test book test-book screenshots clean
 
 install: $(STAMP)
 
@@ -27,6 +29,12 @@ test: install
 
 book: install
 	GMMMEM_SCALE=$${GMMMEM_SCALE:-default} $(VENV)/bin/jupyter-book build -n -W --keep-going .
+
+test-book: install
+	$(PY) -m pytest -p no:cacheprovider tests/test_book_offline.py
+
+screenshots: install
+	$(PY) tests/browser.py
 
 clean:
 	rm -rf _build .pytest_cache .jupyter_cache

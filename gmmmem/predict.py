@@ -5,8 +5,8 @@ The prediction is chapter 4's closed-form crossover (Theorems 3.1/3.2 with :math
 .. math:: \frac{M^\star}{N} = \sum_t w_t\, \frac{\tfrac12 + \psi_t s_\star^2}{1 + \psi_t s_\star^2},
 
 with the time weights :math:`w` (non-negative, summing to one) fitted once on the committed
-sweep (:func:`fit_weights`, across all its data variances, where this predictor had the best
-held-out errors) and stored as JSON (:func:`write_weights`, ``data/weights/default.json``).
+sweep (:func:`fit_weights`, across all its data variances: the setting in which it beats a
+constant predictor on held-out configurations) and stored as JSON (:func:`write_weights`, ``data/weights/default.json``).
 It depends on the configuration through the training-set size :math:`N` and the data variance
 :math:`s_\star^2` only; the dimension :math:`d` and the number of clusters :math:`K` enter
 only through the range check (:class:`RangeWarning`).
