@@ -117,7 +117,8 @@ def _fake_phase_transition(curve):
                        "mem_test": [3.0] * T, "pmem_train": [row(M) for M in sizes],
                        "pmem_test": [row(2 * M) for M in sizes]},
             learned_var=[M / 1000 for M in sizes], means_stats=[], loss_history={}, arrays={},
-            provenance={"settings": {"train_seconds": 1.0}, "wall_seconds": 2.0},
+            provenance={"settings": {"train_seconds": 1.0, "eval_config": {"num_samples": 200, "loss_draws": 2}},
+                        "wall_seconds": 2.0},
         )
 
     return fake
