@@ -13,10 +13,12 @@ size, growing training set.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from pathlib import Path
 
-from .config import SCALES
+from .config import COMMAND_VARIABLE, SCALES
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -301,7 +303,18 @@ def main(argv: list[str] | None = None) -> int:
     ds.set_defaults(run=_data_size, parser=ds)
 
     args = parser.parse_args(argv)
-    return _run(args)
+    # The command, as typed, goes into the provenance of every result it writes (Dask workers
+    # started by it inherit the environment).
+    words = sys.argv[1:] if argv is None else list(argv)
+    before = os.environ.get(COMMAND_VARIABLE)
+    os.environ[COMMAND_VARIABLE] = "python -m gmmmem " + shlex.join(words)
+    try:
+        return _run(args)
+    finally:
+        if before is None:
+            del os.environ[COMMAND_VARIABLE]
+        else:
+            os.environ[COMMAND_VARIABLE] = before
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

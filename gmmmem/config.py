@@ -14,6 +14,11 @@ from pathlib import Path
 
 SCALES = ("ci", "default", "paper")
 
+#: Set by the command line (``python -m gmmmem ...``) to the command as typed: the provenance of
+#: every result it writes stores it (:func:`gmmmem.provenance.record`), so a result names the
+#: command that remakes it.
+COMMAND_VARIABLE = "GMMMEM_COMMAND"
+
 
 def check_scale(scale: str) -> str:
     """Return ``scale`` if it names a known scale, else raise ``ValueError``."""

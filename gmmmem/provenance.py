@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from . import __version__, files
+from .config import COMMAND_VARIABLE
 
 
 def git_commit() -> str:
@@ -58,8 +59,10 @@ def _cpu_model() -> str:
 
 
 def record(settings: dict[str, Any], device: torch.device, seconds: float) -> dict[str, Any]:
-    """The provenance record of a run with these ``settings`` (JSON-serializable)."""
+    """The provenance record of a run with these ``settings`` (JSON-serializable); ``command``
+    is the command line that made it (None for a run made from Python)."""
     return {
+        "command": os.environ.get(COMMAND_VARIABLE),
         "settings": settings,
         "gmmmem_version": __version__,
         "git_commit": git_commit(),

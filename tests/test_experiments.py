@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -64,6 +65,10 @@ def test_command_line(tmp_path, capsys):
           "--steps", "20", "--draws", "1", "--device", "cpu", "--no-progress", "--out", str(out)])
     r = PhaseTransitionResult.load(out)
     assert r.model_sizes == [2, 8] and r.provenance["settings"]["train_config"]["steps"] == 20
+    assert r.provenance["command"] == (
+        "python -m gmmmem phase-transition --d 3 --K 2 --N 8 --sizes 2 8 --scale ci --steps 20 "
+        f"--draws 1 --device cpu --no-progress --out {out}")
+    assert "GMMMEM_COMMAND" not in os.environ  # restored: results made from Python record None
     assert "transition start" in capsys.readouterr().out
     assert not (tmp_path / "run.json.checkpoint").exists()  # removed once the result is written
     with pytest.raises(SystemExit):
