@@ -25,7 +25,7 @@ def claim(holds, text: str) -> None:
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     """A Markdown table with the given column names; cells are converted with ``str``."""
-    header = [str(h) for h in header]
+    header = [str(h).replace("|", "\\|") for h in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(c).replace("|", "\\|") for c in row]
