@@ -138,8 +138,7 @@ def _data_size(args: argparse.Namespace) -> None:
     from .train import TrainConfig
 
     checkpoint = _checked_outputs(args, f"{args.out}.checkpoints", folder=True)
-    overrides = {} if args.steps is None else {"steps": args.steps}
-    config = TrainConfig.preset(args.scale, seed=args.seed, **overrides)
+    config = TrainConfig.preset(args.scale, seed=args.seed, **_overrides(args))
     result = data_size(args.d, args.K, args.M, args.N, args.var, args.seed, args.scale,
                        args.device, config=config, progress=not args.no_progress,
                        checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
@@ -176,6 +175,16 @@ def _sweep(args: argparse.Namespace) -> None:
     print(f"{len(records)} records in {args.out}")
 
 
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    """Overrides of the training preset (read back by :func:`_overrides`)."""
+    parser.add_argument("--steps", type=int, help="override the preset's number of steps")
+    parser.add_argument("--peak-lr", type=float, help="override the preset's peak learning rate")
+    parser.add_argument("--final-lr", type=float, help="override the preset's final learning rate")
+    parser.add_argument("--draws", type=int, help="override the preset's noise draws per point")
+    parser.add_argument("--ema", type=float, help="override the preset's update EMA (0 = off)")
+    parser.add_argument("--beta2", type=float, help="override the preset's Adam second-moment decay")
+
+
 def _phase_transition_options(pt: argparse.ArgumentParser) -> None:
     """Options shared by the two phase-transition commands."""
     pt.add_argument("--N", type=int, required=True, help="number of training points")
@@ -185,12 +194,7 @@ def _phase_transition_options(pt: argparse.ArgumentParser) -> None:
                     help="seed of data, training and evaluation (>= 0)")
     pt.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     pt.add_argument("--out", required=True, help="output JSON file")
-    pt.add_argument("--steps", type=int, help="override the preset's number of steps")
-    pt.add_argument("--peak-lr", type=float, help="override the preset's peak learning rate")
-    pt.add_argument("--final-lr", type=float, help="override the preset's final learning rate")
-    pt.add_argument("--draws", type=int, help="override the preset's noise draws per point")
-    pt.add_argument("--ema", type=float, help="override the preset's update EMA (0 = off)")
-    pt.add_argument("--beta2", type=float, help="override the preset's Adam second-moment decay")
+    _training_options(pt)
     pt.add_argument("--checkpoint", help="training checkpoint file (default: OUT.checkpoint); "
                     "rerunning an interrupted command resumes from it; removed once OUT is written")
     pt.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="seed of data, training and evaluation (>= 0)")
     ds.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     ds.add_argument("--out", required=True, help="output JSON file")
-    ds.add_argument("--steps", type=int, help="override the preset's number of steps")
+    _training_options(ds)
     ds.add_argument("--checkpoint", help="folder of training checkpoints, one per N (default: "
                     "OUT.checkpoints); rerunning an interrupted command resumes from them; "
                     "removed once OUT is written")
