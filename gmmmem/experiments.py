@@ -387,6 +387,7 @@ def phase_transition_templates(
     eval_config: EvalConfig | None = None,
     progress: bool | None = None,
     checkpoint: str | Path | None = None,
+    snapshots: Sequence[int] = (),
 ) -> PhaseTransitionResult:
     """The phase-transition experiment on coloured templates (Figure 6).
 
@@ -394,7 +395,10 @@ def phase_transition_templates(
     N(0, I_3)); models: :func:`gmmmem.train_templates.train_templates`; measured exactly as
     :func:`phase_transition` on the flattened images (D = 3 size^2). Training follows
     :func:`template_config` unless ``config`` is given. Per size,
-    ``means_stats`` holds :func:`gmmmem.metrics.template_statistics`.
+    ``means_stats`` holds :func:`gmmmem.metrics.template_statistics`. ``snapshots``: training
+    steps at which the models are measured too (memorization ratio on the same sampler noise,
+    and colour variance), kept in ``loss_history["snapshots"]`` to show whether the ratio still
+    moves at the end of training.
     """
     for name, value in (("K", K), ("N", N), ("size", size)):
         validate.positive_int(value, name)
@@ -408,7 +412,8 @@ def phase_transition_templates(
     began = time.perf_counter()
 
     truth, images, images_test = make_template_data(K, N, size, seed, dev)
-    trained = train_templates(images, sizes, config, dev, progress=progress, checkpoint=checkpoint)
+    trained = train_templates(images, sizes, config, dev, progress=progress, checkpoint=checkpoint,
+                              snapshots=snapshots)
     X, X_test = images.flatten(1), images_test.flatten(1)
 
     def true_denoise(x, t):
@@ -429,5 +434,23 @@ def phase_transition_templates(
         "true_templates": truth.templates.cpu().tolist(),
         "X": X.cpu().tolist(),
     }
-    return _result(3 * size * size, K, N, trained, ratio, losses, stats, arrays, settings, ev,
-                   dev, began)
+    steps = sorted(trained.snapshots)
+    if steps:
+        settings["snapshots"] = steps
+        measured = {
+            "steps": steps,
+            "memorization_ratio": [snapshot_ratio(trained.snapshots[s], X, ev, seed) for s in steps],
+            "var": [trained.snapshots[s].var for s in steps],
+        }
+    result = _result(3 * size * size, K, N, trained, ratio, losses, stats, arrays, settings, ev,
+                     dev, began)
+    if steps:
+        result.loss_history["snapshots"] = measured
+    return result
+
+
+def snapshot_ratio(trained, X: torch.Tensor, ev: EvalConfig, seed: int) -> list[float]:
+    """The memorization ratio of each size of ``trained`` (its DDIM samples drawn with the same
+    noise as the final models' in :func:`phase_transition_templates`)."""
+    models = [trained.denoiser(k) for k in range(len(trained.model_sizes))]
+    return [metrics.memorization_ratio(x, X) for x in generate_samples(models, X, ev, seed)]

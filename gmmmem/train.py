@@ -370,6 +370,7 @@ class FitResult:
     loss_history: np.ndarray
     var_history: np.ndarray | None
     seconds: float
+    snapshots: dict[int, list[torch.Tensor]] = dataclasses.field(default_factory=dict)
 
 
 def fit(
@@ -382,6 +383,7 @@ def fit(
     progress: bool | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
+    snapshots: Sequence[int] = (),
 ) -> FitResult:
     """Full-batch training of ``model`` on the flattened training points ``X`` (N, D).
 
@@ -390,8 +392,13 @@ def fit(
     then takes one Adam (+ update EMA) step with the learning rate ``config.lr(step)``.
     ``key`` identifies the run for checkpoints (data, sizes, settings, start, dtype): see
     :func:`train_gmm`. Returns the loss (and variance) history (steps, sizes) and the seconds.
+    ``snapshots``: steps (1..steps) after which a copy of the parameters is kept (on the CPU,
+    in ``FitResult.snapshots``, and in the checkpoint), to measure the model during training.
     """
     validate.positive_int(checkpoint_every, "checkpoint_every")
+    wanted = sorted({validate.positive_int(s, "snapshot step") for s in snapshots})
+    if wanted and wanted[-1] > config.steps:
+        raise ValueError(f"snapshot steps must lie in 1..{config.steps}, got {wanted[-1]}")
     dev, N, R = X.device, X.shape[0], config.num_draws
     gen = torch.Generator(device=dev).manual_seed(config.seed)
     grid = time_grid(dtype=X.dtype, device=dev)
@@ -402,15 +409,19 @@ def fit(
     history = torch.empty(config.steps, (2 if variance else 1) * model.num_models, device=dev,
                           dtype=X.dtype)
 
-    first = 0
+    first, kept = 0, {}
     if checkpoint is not None and Path(checkpoint).exists():
-        first, done = _resume(checkpoint, key, model.params, opt, gen)
+        first, done, kept = _resume(checkpoint, key, model.params, opt, gen)
         history[:first] = done
+        lost = [s for s in wanted if s <= first and s not in kept]
+        if lost:
+            raise ValueError(f"checkpoint {checkpoint} is past snapshot steps {lost} it did not "
+                             "keep; delete it or ask for later snapshots")
 
     def save(step: int) -> None:
         if checkpoint is not None:
             state = {"key": key, "step": step, "params": model.params, "adam": opt.state(),
-                     "generator": gen.get_state(), "history": history[:step]}
+                     "generator": gen.get_state(), "history": history[:step], "snapshots": kept}
             _save_atomic(state, checkpoint)
 
     t_start = time.perf_counter()
@@ -425,13 +436,16 @@ def fit(
         opt.step(grads, config.lr(step))
         if variance:
             history[step, model.num_models :] = variance()
+        if step + 1 in wanted:
+            kept[step + 1] = [p.detach().cpu().clone() for p in model.params]
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
     save(config.steps)
     seconds = time.perf_counter() - t_start
     history = history.cpu().numpy()
     S = model.num_models
-    return FitResult(history[:, :S], history[:, S:] if variance else None, seconds)
+    return FitResult(history[:, :S], history[:, S:] if variance else None, seconds,
+                     {s: kept[s] for s in wanted})
 
 
 def checkpoint_key(X, sizes, config, init, dtype, model: str = "isotropic") -> dict:
@@ -450,9 +464,9 @@ def _save_atomic(state: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor]:
+def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor, dict]:
     """Load a checkpoint into the parameters, optimizer and generator in place; returns the
-    step to start from and the loss history so far."""
+    step to start from, the loss history so far and the parameter snapshots kept so far."""
     state = torch.load(path, map_location=params[0].device, weights_only=False)
     if state.get("key") != key:
         raise ValueError(
@@ -463,7 +477,8 @@ def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor]:
         p.copy_(saved)
     opt.load(state["adam"])
     gen.set_state(state["generator"])
-    return state["step"], state["history"]
+    kept = {s: [p.cpu() for p in ps] for s, ps in state.get("snapshots", {}).items()}
+    return state["step"], state["history"], kept
 
 
 def train_gmm(
