@@ -276,3 +276,14 @@ def test_phase_transition_templates_measures_snapshots_on_the_same_sampler_noise
     assert snap["var"][0] != r.learned_var
     # after one step the size-6 model is still (nearly) the memorizing start
     assert snap["memorization_ratio"][0][1] == 1.0
+
+
+def test_template_config_keeps_the_authors_optimizer_at_default_scale():
+    from gmmmem.experiments import TEMPLATE_DRAWS, template_config
+    from gmmmem.train import LONG_DEFAULT
+
+    c = template_config("default", seed=3)
+    assert (c.steps, c.adam_beta2, c.peak_lr) == (LONG_DEFAULT["steps"], 0.999, LONG_DEFAULT["peak_lr"])
+    assert c.num_draws == TEMPLATE_DRAWS and c.seed == 3
+    assert template_config("default", steps=60_000).steps == 60_000
+    assert template_config("paper") == TrainConfig.preset("paper")
