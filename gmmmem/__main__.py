@@ -73,7 +73,8 @@ def _phase_transition(args: argparse.Namespace) -> None:
     if args.command == "phase-transition-templates":
         config = template_config(args.scale, seed=args.seed, **_overrides(args))
         result = phase_transition_templates(args.K, args.N, args.sizes, args.size, args.scale,
-                                            args.seed, args.device, config=config, **common)
+                                            args.seed, args.device, config=config,
+                                            snapshots=args.snapshots or (), **common)
     else:
         config = TrainConfig.preset(args.scale, seed=args.seed, **_overrides(args))
         result = phase_transition(args.d, args.K, args.N, args.sizes, args.scale, args.seed,
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     tt.add_argument("--K", type=int, required=True, help="number of templates")
     tt.add_argument("--size", type=int, default=15, help="templates are SIZE x SIZE pixels")
+    tt.add_argument("--snapshots", type=int, nargs="+", metavar="STEP",
+                    help="also measure the memorization ratio after these training steps")
     _phase_transition_options(tt)
 
     sw = commands.add_parser(

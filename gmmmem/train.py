@@ -375,6 +375,7 @@ class FitResult:
     loss_history: np.ndarray
     var_history: np.ndarray | None
     seconds: float
+    snapshots: dict[int, list[torch.Tensor]] = dataclasses.field(default_factory=dict)
 
 
 def fit(
@@ -387,6 +388,7 @@ def fit(
     progress: bool | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
+    snapshots: Sequence[int] = (),
 ) -> FitResult:
     """Full-batch training of ``model`` on the flattened training points ``X`` (N, D).
 
@@ -395,8 +397,13 @@ def fit(
     then takes one Adam (+ update EMA) step with the learning rate ``config.lr(step)``.
     ``key`` identifies the run for checkpoints (data, sizes, settings, start, dtype): see
     :func:`train_gmm`. Returns the loss (and variance) history (steps, sizes) and the seconds.
+    ``snapshots``: steps (1..steps) after which a copy of the parameters is kept (on the CPU,
+    in ``FitResult.snapshots``, and in the checkpoint), to measure the model during training.
     """
     validate.positive_int(checkpoint_every, "checkpoint_every")
+    wanted = sorted({validate.positive_int(s, "snapshot step") for s in snapshots})
+    if wanted and wanted[-1] > config.steps:
+        raise ValueError(f"snapshot steps must lie in 1..{config.steps}, got {wanted[-1]}")
     dev, N, R = X.device, X.shape[0], config.num_draws
     gen = torch.Generator(device=dev).manual_seed(config.seed)
     grid = time_grid(dtype=X.dtype, device=dev)
@@ -407,11 +414,15 @@ def fit(
     history = torch.empty(config.steps, (2 if variance else 1) * model.num_models, device=dev,
                           dtype=X.dtype)
 
-    first = 0
+    first, kept = 0, {}
     if checkpoint is not None and Path(checkpoint).exists():
-        first, done = _resume(checkpoint, key, model.params, opt, gen)
+        first, done, kept = _resume(checkpoint, key, model.params, opt, gen)
         if first:
             history[:first] = done
+        lost = [s for s in wanted if s <= first and s not in kept]
+        if lost:
+            raise ValueError(f"checkpoint {checkpoint} is past snapshot steps {lost} it did not "
+                             "keep; delete it or ask for later snapshots")
     checked = first
 
     def save(step: int) -> None:
@@ -419,7 +430,7 @@ def fit(
         checked = _check_finite(history, model.params, checked, step, config, checkpoint)
         if checkpoint is not None:
             state = {"key": key, "step": step, "params": model.params, "adam": opt.state(),
-                     "generator": gen.get_state(), "history": history[:step]}
+                     "generator": gen.get_state(), "history": history[:step], "snapshots": kept}
             _save_atomic(state, checkpoint)
 
     t_start = time.perf_counter()
@@ -434,6 +445,8 @@ def fit(
         opt.step(grads, config.lr(step))
         if variance:
             history[step, model.num_models :] = variance()
+        if step + 1 in wanted:
+            kept[step + 1] = [p.detach().cpu().clone() for p in model.params]
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
         elif (step + 1) % DIVERGENCE_CHECK_EVERY == 0:
@@ -442,7 +455,8 @@ def fit(
     seconds = time.perf_counter() - t_start
     history = history.cpu().numpy()
     S = model.num_models
-    return FitResult(history[:, :S], history[:, S:] if variance else None, seconds)
+    return FitResult(history[:, :S], history[:, S:] if variance else None, seconds,
+                     {s: kept[s] for s in wanted})
 
 
 def checkpoint_key(X, sizes, config, init, dtype, model: str = "isotropic") -> dict:
@@ -484,13 +498,14 @@ def _check_finite(history, params, checked: int, step: int, config: TrainConfig,
 CHECKPOINT_KEYS = ("key", "step", "params", "adam", "generator", "history")
 
 
-def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor | None]:
+def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor | None, dict]:
     """Load a checkpoint into the parameters, optimizer and generator in place; returns the
-    step to start from and the loss history so far (0 and None for a damaged checkpoint,
-    which is moved aside: :func:`gmmmem.files.load_checkpoint`)."""
+    step to start from, the loss history so far and the parameter snapshots kept so far (0,
+    None and none for a damaged checkpoint, which is moved aside:
+    :func:`gmmmem.files.load_checkpoint`)."""
     state = files.load_checkpoint(path, params[0].device, CHECKPOINT_KEYS)
     if state is None:
-        return 0, None
+        return 0, None, {}
     if state.get("key") != key:
         raise ValueError(
             f"checkpoint {path} was made with other data, model sizes or settings; "
@@ -500,7 +515,8 @@ def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor | None]:
         p.copy_(saved)
     opt.load(state["adam"])
     gen.set_state(state["generator"])
-    return state["step"], state["history"]
+    kept = {s: [p.cpu() for p in ps] for s, ps in state.get("snapshots", {}).items()}
+    return state["step"], state["history"], kept
 
 
 def train_gmm(

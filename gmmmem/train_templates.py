@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -207,6 +207,7 @@ class TrainedTemplates:
     config: TrainConfig
     seconds: float
     var_history: np.ndarray | None = None  # (steps, sizes): the colour variance after each step
+    snapshots: dict[int, "TrainedTemplates"] = field(default_factory=dict)  # by step, if asked
 
     def denoiser(self, i: int) -> Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor]:
         """The ``i``-th size's denoiser on flattened images: (n, 3hw), t -> (n, 3hw)."""
@@ -231,13 +232,15 @@ def train_templates(
     dtype: torch.dtype = torch.float32,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
+    snapshots: Sequence[int] = (),
 ) -> TrainedTemplates:
     """Train one coloured-template mixture per model size on ``images`` (N, 3, h, w).
 
     Start, loss and optimizer: see the module docstring; ``progress``, ``checkpoint`` and
     ``checkpoint_every`` work as in :func:`gmmmem.train.train_gmm` (an interrupted run resumes
     exactly). Returns templates (M, h, w), colour means (M, 3) and colour variance per size,
-    and the loss history (steps, sizes), all on the CPU. On a CPU a small problem
+    and the loss history (steps, sizes), all on the CPU. ``snapshots`` (steps) keeps the
+    models as they were after those steps in ``TrainedTemplates.snapshots``. On a CPU a small problem
     (:func:`step_work` below ``SMALL_STEP_WORK``) trains with one intra-op thread
     (:func:`gmmmem.device.single_threaded`).
     """
@@ -263,15 +266,21 @@ def train_templates(
         run = fit(
             model, X, config, key=checkpoint_key(X, sizes, config, None, dtype, model="templates"),
             desc=f"training {S} template model{'s' if S > 1 else ''}", progress=progress,
-            checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+            checkpoint=checkpoint, checkpoint_every=checkpoint_every, snapshots=snapshots,
         )
-    return TrainedTemplates(
-        model_sizes=sizes,
-        templates=[T.cpu().reshape(-1, h, w) for T in model.templates],
-        color_means=[mu.cpu() for mu in model.colors],
-        var=torch.exp(2 * model.log_std).cpu().tolist(),
-        loss_history=run.loss_history,
-        config=config,
-        seconds=run.seconds,
-        var_history=run.var_history,
-    )
+
+    def trained(params: list[torch.Tensor], **extra) -> TrainedTemplates:
+        S = len(sizes)  # params: templates of each size, colour means of each size, log_std
+        return TrainedTemplates(
+            model_sizes=sizes,
+            templates=[T.cpu().reshape(-1, h, w) for T in params[:S]],
+            color_means=[mu.cpu() for mu in params[S : 2 * S]],
+            var=torch.exp(2 * params[2 * S]).cpu().tolist(),
+            loss_history=run.loss_history[:extra.pop("steps", None)],
+            config=config,
+            seconds=run.seconds,
+            **extra,
+        )
+
+    return trained(model.params, var_history=run.var_history,
+                   snapshots={step: trained(p, steps=step) for step, p in run.snapshots.items()})

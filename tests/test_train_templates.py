@@ -196,8 +196,10 @@ def test_command_line(tmp_path, capsys):
 
     out = tmp_path / "run.json"
     main(["phase-transition-templates", "--K", "2", "--N", "6", "--size", "4", "--sizes", "2", "6",
-          "--scale", "ci", "--steps", "20", "--device", "cpu", "--no-progress", "--out", str(out)])
+          "--scale", "ci", "--steps", "20", "--device", "cpu", "--no-progress", "--out", str(out),
+          "--snapshots", "10"])
     r = PhaseTransitionResult.load(out)
+    assert r.loss_history["snapshots"]["steps"] == [10]
     settings = r.provenance["settings"]
     assert r.model_sizes == [2, 6] and settings["experiment"] == "phase_transition_templates"
     assert settings["train_config"]["steps"] == 20 and settings["train_config"]["num_draws"] == 2
@@ -221,3 +223,67 @@ def test_small_problems_train_single_threaded_and_restore_the_thread_count(monke
         torch.set_num_threads(before)
     # chapter 5's small model is below the threshold, Figure 6's above it
     assert tt.step_work(24, 2, 64, [6, 24]) < tt.SMALL_STEP_WORK < tt.step_work(100, 2, 225, range(10, 101, 10))
+
+
+def test_snapshots_keep_the_models_after_the_asked_steps():
+    _, X = _images()
+    cfg = TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-3, num_draws=2, update_ema=0.9)
+    run = train_templates(X, [2, 5], cfg, progress=False, dtype=F64, snapshots=[10, 30])
+    assert sorted(run.snapshots) == [10, 30]
+    last, mid = run.snapshots[30], run.snapshots[10]
+    assert all(torch.equal(a, b) for a, b in zip(last.templates, run.templates))
+    assert last.var == run.var
+    # the step-10 models are those after step 10: their variance is the one recorded then
+    np.testing.assert_allclose(mid.var, run.var_history[9], rtol=1e-12)
+    assert mid.var != run.var and mid.loss_history.shape == (10, 2)
+    with pytest.raises(ValueError, match="snapshot"):
+        train_templates(X, [2], cfg, progress=False, snapshots=[31])
+
+
+def test_snapshots_survive_an_interruption(tmp_path, monkeypatch):
+    _, X = _images()
+    cfg = TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-3, num_draws=2, update_ema=0.9)
+    kw = dict(progress=False, dtype=F64)
+    full = train_templates(X, [2, 5], cfg, snapshots=[5], **kw)
+    ck = tmp_path / "run.ckpt"
+    real_lr = TrainConfig.lr
+
+    def interrupt_at_17(self, step):
+        if step == 17:
+            raise KeyboardInterrupt
+        return real_lr(self, step)
+
+    monkeypatch.setattr(TrainConfig, "lr", interrupt_at_17)
+    with pytest.raises(KeyboardInterrupt):
+        train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, snapshots=[5], **kw)
+    monkeypatch.setattr(TrainConfig, "lr", real_lr)
+    # the checkpoint (step 10) kept step 5 but cannot give step 8, which it never kept
+    with pytest.raises(ValueError, match="did not keep"):
+        train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, snapshots=[8], **kw)
+    resumed = train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, snapshots=[5], **kw)
+    assert all(torch.equal(a, b) for a, b in zip(full.snapshots[5].templates, resumed.snapshots[5].templates))
+    assert full.snapshots[5].var == resumed.snapshots[5].var
+
+
+def test_phase_transition_templates_measures_snapshots_on_the_same_sampler_noise():
+    cfg = TrainConfig(steps=40, peak_lr=3e-2, final_lr=3e-5, num_draws=2, adam_beta2=0.9)
+    r = phase_transition_templates(2, 6, [2, 6], size=4, scale="ci", config=cfg, progress=False,
+                                   snapshots=[1, 40])
+    snap = r.loss_history["snapshots"]
+    assert snap["steps"] == [1, 40] and r.provenance["settings"]["snapshots"] == [1, 40]
+    assert snap["memorization_ratio"][1] == r.memorization_ratio  # the final models, same noise
+    assert snap["var"][1] == r.learned_var
+    assert snap["var"][0] != r.learned_var
+    # after one step the size-6 model is still (nearly) the memorizing start
+    assert snap["memorization_ratio"][0][1] == 1.0
+
+
+def test_template_config_keeps_the_authors_optimizer_at_default_scale():
+    from gmmmem.experiments import TEMPLATE_DRAWS, template_config
+    from gmmmem.train import LONG_DEFAULT
+
+    c = template_config("default", seed=3)
+    assert (c.steps, c.adam_beta2, c.peak_lr) == (LONG_DEFAULT["steps"], 0.999, LONG_DEFAULT["peak_lr"])
+    assert c.num_draws == TEMPLATE_DRAWS and c.seed == 3
+    assert template_config("default", steps=60_000).steps == 60_000
+    assert template_config("paper") == TrainConfig.preset("paper")
