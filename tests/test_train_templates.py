@@ -112,23 +112,28 @@ def test_batched_sizes_train_exactly_as_each_alone():
         assert both.var[k] == pytest.approx(alone.var[0], rel=1e-12)
 
 
+def _interrupt_at(step, monkeypatch, run):
+    """Call ``run`` with a Ctrl-C raised when training reaches ``step``, then restore training."""
+    real_lr = TrainConfig.lr
+
+    def interrupt(self, k):
+        if k == step:
+            raise KeyboardInterrupt
+        return real_lr(self, k)
+
+    monkeypatch.setattr(TrainConfig, "lr", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(TrainConfig, "lr", real_lr)
+
+
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     _, X = _images()
     cfg = TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-3, num_draws=2, update_ema=0.9)
     kw = dict(progress=False, dtype=F64)
     full = train_templates(X, [2, 5], cfg, **kw)
     ck = tmp_path / "run.ckpt"
-    real_lr = TrainConfig.lr
-
-    def interrupt_at_17(self, step):
-        if step == 17:
-            raise KeyboardInterrupt
-        return real_lr(self, step)
-
-    monkeypatch.setattr(TrainConfig, "lr", interrupt_at_17)
-    with pytest.raises(KeyboardInterrupt):
-        train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, **kw)
-    monkeypatch.setattr(TrainConfig, "lr", real_lr)
+    _interrupt_at(17, monkeypatch, lambda: train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, **kw))
     resumed = train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, **kw)
     assert all(torch.equal(a, b) for a, b in zip(full.templates, resumed.templates))
     assert full.var == resumed.var and np.array_equal(full.loss_history, resumed.loss_history)
@@ -246,17 +251,8 @@ def test_snapshots_survive_an_interruption(tmp_path, monkeypatch):
     kw = dict(progress=False, dtype=F64)
     full = train_templates(X, [2, 5], cfg, snapshots=[5], **kw)
     ck = tmp_path / "run.ckpt"
-    real_lr = TrainConfig.lr
-
-    def interrupt_at_17(self, step):
-        if step == 17:
-            raise KeyboardInterrupt
-        return real_lr(self, step)
-
-    monkeypatch.setattr(TrainConfig, "lr", interrupt_at_17)
-    with pytest.raises(KeyboardInterrupt):
-        train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, snapshots=[5], **kw)
-    monkeypatch.setattr(TrainConfig, "lr", real_lr)
+    _interrupt_at(17, monkeypatch,
+                  lambda: train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, snapshots=[5], **kw))
     # the checkpoint (step 10) kept step 5 but cannot give step 8, which it never kept
     with pytest.raises(ValueError, match="did not keep"):
         train_templates(X, [2, 5], cfg, checkpoint=ck, checkpoint_every=10, snapshots=[8], **kw)
