@@ -343,13 +343,12 @@ class _PackedMixtures:
 
     def learned(self) -> tuple[list[torch.Tensor], list[float]]:
         """The means (M, d) and the variance of each size, in the order of ``sizes``, on the CPU."""
-        means, var = [], []  # in increasing size
+        means = []  # in increasing size
         for g in self.groups:
             m = g.means.cpu()
             means += [m[k, :M].clone() for k, M in enumerate(g.sizes)]
-            var += torch.exp(2 * g.log_std).cpu().tolist()
         inverse = sorted(range(self.num_models), key=lambda k: self.order[k])
-        return [means[k] for k in inverse], [var[k] for k in inverse]
+        return [means[k] for k in inverse], self.variance().cpu().tolist()
 
 
 class Trainable(Protocol):
