@@ -43,16 +43,18 @@ def _batch(X: torch.Tensor, draws: int, seed: int):
 
 def _autograd_step(model: _TemplateMixtures, x0, t, eps) -> None:
     """Loss and gradients of every size through autograd, one size at a time."""
-    n, q = x0.shape[0], model.templates[0].shape[1]
+    n, q = x0.shape[0], model.groups[0].templates.shape[-1]
     a, s2 = torch.sqrt(1 - t * t), t * t
     x0 = x0.view(n, 3, q)
     x = a[..., None] * x0 + t[..., None] * eps.view(n, 3, q)
     psi = (a * a / s2).view(n)
     params = [p.clone().requires_grad_() for p in model.params]
-    S = model.num_models
-    var = torch.exp(2 * params[-1])
-    loss = sum((psi * (posterior_mean(x, a, s2, params[k], params[S + k], var[k]) - x0)
-                .square().sum((-2, -1))).mean() for k in range(S))
+    loss = 0.0
+    for i, group in enumerate(model.groups):  # on the CPU each size is its own group
+        T, mu, log_std = params[3 * i : 3 * i + 3]
+        for k, M in enumerate(group.sizes):
+            out = posterior_mean(x, a, s2, T[k, :M], mu[k, :M], torch.exp(2 * log_std[k]))
+            loss = loss + (psi * (out - x0).square().sum((-2, -1))).mean()
     torch.autograd.grad(loss, params)
 
 
@@ -79,8 +81,8 @@ def main() -> None:
         _, images, _ = make_template_data(c["K"], c["N"], c["size"], 0, torch.device("cpu"))
         images = images.float()
         T, colors = rank1_factors(images[: max(c["sizes"])])
-        model = _TemplateMixtures(T.flatten(1), colors, c["sizes"], 1e-6)
         draws = template_config("default").num_draws
+        model = _TemplateMixtures(T.flatten(1), colors, c["sizes"], 1e-6, rows=c["N"] * draws)
         batch = _batch(images, draws, 0)
         with single_threaded():
             hand = seconds(lambda: model.loss_and_grad(*batch), args.repeats)

@@ -7,7 +7,9 @@ coloured templates (image-like data);
 ``python -m gmmmem predict --d 50 --K 12 --N 200``: where a configuration should memorize, from
 the weights ``python -m gmmmem fit-weights`` fits on a sweep (no training);
 ``python -m gmmmem data-size --d 30 --K 3 --M 40 --N 40 50 60 --out data/x.json``: fixed model
-size, growing training set.
+size, growing training set;
+``python -m gmmmem width-sweep --d 30 --K 4 --N 100 --widths 64 128 256 --out data/x.json``: MLP
+denoisers of growing width.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def _phase_transition(args: argparse.Namespace) -> None:
     else:
         config = TrainConfig.preset(args.scale, seed=args.seed, **_overrides(args))
         result = phase_transition(args.d, args.K, args.N, args.sizes, args.scale, args.seed,
-                                  args.device, config=config, **common)
+                                  args.device, config=config, start=args.start, **common)
     result.save(args.out)
     checkpoint.unlink(missing_ok=True)
     start, end = result.transition
@@ -157,6 +159,22 @@ def _data_size(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({result.provenance['wall_seconds']:.1f} s on {result.provenance['device_name']})")
 
 
+def _width_sweep(args: argparse.Namespace) -> None:
+    from .networks import width_config, width_sweep
+
+    checkpoint = _checked_outputs(args, f"{args.out}.checkpoint")
+    config = width_config(args.scale, seed=args.seed, **_overrides(args))
+    result = width_sweep(args.d, args.K, args.N, args.widths, args.scale, args.seed, args.device,
+                         config=config, progress=not args.no_progress, checkpoint=checkpoint,
+                         checkpoint_every=args.checkpoint_every, snapshots=args.snapshots or ())
+    result.save(args.out)
+    checkpoint.unlink(missing_ok=True)
+    print("memorization ratio by width: " + ", ".join(
+        f"{W} ({P} parameters): {r:.2f}"
+        for W, P, r in zip(result.widths, result.num_params, result.memorization_ratio)))
+    print(f"wrote {args.out} ({result.provenance['wall_seconds']:.1f} s on {result.provenance['device_name']})")
+
+
 #: The grids of ``gmmmem.sweep.GRIDS`` (named here so that --help needs no torch import).
 GRID_NAMES = ("paper", "paper-seeds", "default", "ci")
 
@@ -215,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     pt.add_argument("--d", type=int, required=True, help="dimension of the data")
     pt.add_argument("--K", type=int, required=True, help="number of true mixture components")
+    pt.add_argument("--start", choices=("pmem", "random"), default="pmem",
+                    help="pmem: means start on training points (the paper's); random: on random "
+                    "points of the data's scale (a control)")
     _phase_transition_options(pt)
     tt = commands.add_parser(
         "phase-transition-templates",
@@ -281,6 +302,22 @@ def main(argv: list[str] | None = None) -> int:
     fw.add_argument("--force", action="store_true",
                     help="replace the committed data/weights/default.json when --out is not given")
     fw.set_defaults(run=_fit_weights, parser=fw)
+
+    ws = commands.add_parser(
+        "width-sweep",
+        help="train MLP denoisers of growing width and measure memorization (chapter 7)",
+        description="Train one time-conditioned MLP denoiser per width on the data of one "
+        "configuration, exactly as the mixtures are trained, and save the memorization ratio "
+        "and losses by width as JSON.",
+    )
+    ws.add_argument("--d", type=int, required=True, help="dimension of the data")
+    ws.add_argument("--K", type=int, required=True, help="number of true mixture components")
+    ws.add_argument("--widths", type=int, nargs="+", required=True,
+                    help="hidden widths, strictly increasing")
+    ws.add_argument("--snapshots", type=int, nargs="+", metavar="STEP",
+                    help="also measure the memorization ratio after these training steps")
+    _phase_transition_options(ws)
+    ws.set_defaults(run=_width_sweep, parser=ws)
 
     ds = commands.add_parser(
         "data-size",

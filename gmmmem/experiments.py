@@ -36,7 +36,7 @@ from .losses import mc_losses
 from .mixtures import IsoGMM, gmm_denoise, random_iso_gmm
 from .sampling import ddim_sample
 from .templates import ColoredTemplates, load_templates
-from .train import LONG_DEFAULT, TrainConfig, pmem_init_order, train_gmm
+from .train import STARTS, LONG_DEFAULT, TrainConfig, pmem_init_order, random_start, train_gmm
 from .train_templates import train_templates
 
 
@@ -316,6 +316,7 @@ def phase_transition(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
     var: float = 1.0,
+    start: str = "pmem",
 ) -> PhaseTransitionResult:
     """Run the phase-transition experiment for one configuration.
 
@@ -324,8 +325,12 @@ def phase_transition(
     training noise and evaluation noise all derive from ``seed``. ``checkpoint`` (a file,
     written every ``checkpoint_every`` steps) lets an interrupted training resume
     (:func:`gmmmem.train.train_gmm`). ``var`` is the
-    true mixture's variance s_star^2 (the paper's 1 by default).
+    true mixture's variance s_star^2 (the paper's 1 by default). ``start``: ``pmem`` (the
+    paper's: size M starts on M training points) or ``random`` (means at
+    :func:`gmmmem.train.random_start`, a control; recorded in the settings).
     """
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
     d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
     seed = validate.seed(seed)
     if N < 2:
@@ -341,8 +346,9 @@ def phase_transition(
     began = time.perf_counter()
 
     truth, X, X_test = make_data(d, K, N, seed, dev, var)
-    trained = train_gmm(X, sizes, config, dev, progress=progress, checkpoint=checkpoint,
-                        checkpoint_every=checkpoint_every)
+    init = random_start(X, max(sizes), seed) if start == "random" else None
+    trained = train_gmm(X, sizes, config, dev, init_means=init, progress=progress,
+                        checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     ratio, losses = _measure(trained, truth.denoise, X, X_test, ev, seed)
     stats = [
         dataclasses.asdict(metrics.means_statistics(m.to(dev, torch.float64), truth.means, X))
@@ -350,6 +356,8 @@ def phase_transition(
     ]
     settings = {"experiment": "phase_transition", "d": d, "K": K, "N": N, "var": var,
                 "seed": seed, "scale": scale}
+    if start != "pmem":
+        settings["start"] = start
     arrays = {
         "learned_means": [m.tolist() for m in trained.means],
         "true_means": truth.means.cpu().tolist(),

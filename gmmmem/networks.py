@@ -207,6 +207,7 @@ class TrainedMLPs:
     loss_history: np.ndarray
     config: TrainConfig
     seconds: float
+    snapshots: dict[int, "TrainedMLPs"] = field(default_factory=dict)  # by step, if asked
 
     def denoiser(self, i: int) -> Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor]:
         """The ``i``-th width's denoiser (x_t, t) -> x0_hat, run in x_t's dtype and device."""
@@ -240,6 +241,7 @@ def train_mlp(
     dtype: torch.dtype = torch.float32,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
+    snapshots: Sequence[int] = (),
 ) -> TrainedMLPs:
     """Train one MLP denoiser per width on the training points ``X`` (N, d).
 
@@ -248,7 +250,8 @@ def train_mlp(
     ``config.init_var`` plays no part). Each network starts from its own seed
     (:func:`_init_seed`) and, the networks sharing only the times and noise of each step,
     follows the trajectory it would follow if trained alone. ``progress``, ``checkpoint``
-    and ``checkpoint_every`` work as in :func:`gmmmem.train.train_gmm`.
+    and ``checkpoint_every`` work as in :func:`gmmmem.train.train_gmm`; ``snapshots`` (steps)
+    keeps the networks as they were after those steps in ``TrainedMLPs.snapshots``.
     """
     validate.points(X, "X")
     ws = _widths(widths)
@@ -262,14 +265,22 @@ def train_mlp(
         model, X, config,
         key=checkpoint_key(X, ws, config, None, dtype, model=f"mlp-depth{depth}-emb{emb_dim}"),
         desc=f"training {len(ws)} MLP{'s' if len(ws) > 1 else ''}", progress=progress,
-        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every, snapshots=snapshots,
     )
-    return TrainedMLPs(
-        widths=ws, depth=depth, emb_dim=emb_dim,
-        params=[[p.detach().cpu().clone() for p in net] for net in model.nets],
-        num_params=[num_params(X.shape[1], W, depth, emb_dim) for W in ws],
-        loss_history=run.loss_history, config=config, seconds=run.seconds,
-    )
+
+    def trained(flat: Sequence[torch.Tensor], steps: int | None = None, **extra) -> TrainedMLPs:
+        nets, i = [], 0  # flat: the parameters of every network in turn, as model.params
+        for net in model.nets:
+            nets.append([p.detach().cpu().clone() for p in flat[i : i + len(net)]])
+            i += len(net)
+        return TrainedMLPs(
+            widths=ws, depth=depth, emb_dim=emb_dim, params=nets,
+            num_params=[num_params(X.shape[1], W, depth, emb_dim) for W in ws],
+            loss_history=run.loss_history[:steps], config=config, seconds=run.seconds, **extra,
+        )
+
+    return trained(model.params,
+                   snapshots={step: trained(p, steps=step) for step, p in run.snapshots.items()})
 
 
 @dataclass
@@ -316,18 +327,38 @@ class WidthSweepResult:
         return cls(**raw)
 
 
-def _measure(trained: TrainedMLPs, truth_denoise, X, X_test, ev: EvalConfig, seed: int):
+def _sample_ratios(trained: TrainedMLPs, X, ev: EvalConfig, seed: int):
     """Per width: memorization ratio and median nearest/second-nearest distance ratio of DDIM
-    samples; Monte Carlo losses (rows [widths..., true, memorizing], columns the 26 times) on
-    both splits. Seeds as in :func:`gmmmem.experiments.phase_transition`."""
+    samples (seeds as in :func:`gmmmem.experiments.phase_transition`)."""
     models = [trained.denoiser(k) for k in range(len(trained.widths))]
-    refs = [truth_denoise, lambda x, t: gmm_denoise(x, t, X, 0.0)]
     ratio, median = [], []
     for samples in generate_samples(models, X, ev, seed):
         d1, d2, _ = metrics.nearest_two(samples, X)
         ratio.append(metrics.memorization_ratio(samples, X))
         median.append(float((d1 / d2).median()))
+    return ratio, median
+
+
+def _measure(trained: TrainedMLPs, truth_denoise, X, X_test, ev: EvalConfig, seed: int):
+    """Per width: :func:`_sample_ratios`, and Monte Carlo losses (rows [widths..., true,
+    memorizing], columns the 26 times) on both splits."""
+    models = [trained.denoiser(k) for k in range(len(trained.widths))]
+    refs = [truth_denoise, lambda x, t: gmm_denoise(x, t, X, 0.0)]
+    ratio, median = _sample_ratios(trained, X, ev, seed)
     return ratio, median, split_losses(models + refs, X, X_test, ev, seed)
+
+
+#: The network's training at ``default`` scale: the mixtures' 30,000-step recipe
+#: (:data:`gmmmem.train.LONG_DEFAULT`) at a tenth of its learning rate (the widest network is
+#: unstable at 1e-3, chapter 7) and 2 noise draws.
+MLP_DEFAULT = {**LONG_DEFAULT, "peak_lr": 3e-4, "final_lr": 3e-7, "num_draws": 2}
+
+
+def width_config(scale: str, **overrides) -> TrainConfig:
+    """The training preset of ``scale`` for the MLP: :data:`MLP_DEFAULT` at ``default`` scale,
+    the preset itself otherwise; fields overridable (``seed=...``, ``steps=...``)."""
+    base = MLP_DEFAULT if check_scale(scale) == "default" else {}
+    return TrainConfig.preset(scale, **{**base, **overrides})
 
 
 def width_sweep(
@@ -345,6 +376,8 @@ def width_sweep(
     eval_config: EvalConfig | None = None,
     progress: bool | None = None,
     checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
+    snapshots: Sequence[int] = (),
     var: float = 1.0,
 ) -> WidthSweepResult:
     """Train one MLP denoiser per width on the data of ``make_data(d, K, N, seed, var=var)``
@@ -355,6 +388,9 @@ def width_sweep(
     from ``seed``. ``nearest_ratio_median`` is the median over samples of d1/d2, the
     distance to the nearest training point over that to the second nearest (a sample is
     memorized when d1/d2 < 1/3): a continuous view of how close samples come to copying.
+    ``snapshots``: training steps after which the networks are measured too (memorization
+    ratio and median d1/d2 on the same sampler noise), kept in ``loss_history["snapshots"]``
+    to show whether the ratio still moves at the end of training.
     """
     d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
     seed = validate.seed(seed)
@@ -363,17 +399,23 @@ def width_sweep(
             f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
     check_scale(scale)
     ws = _widths(widths)
-    # the MLP keeps the 30,000-step recipe at default scale (the faster one is the mixtures')
-    config = config or TrainConfig.preset(scale, seed=seed,
-                                          **(LONG_DEFAULT if scale == "default" else {}))
+    config = config or width_config(scale, seed=seed)
     ev = eval_config or EVAL_PRESETS[scale]
     dev = resolve(device)
     began = time.perf_counter()
 
     truth, X, X_test = make_data(d, K, N, seed, dev, var)
     trained = train_mlp(X, ws, config, dev, depth=depth, emb_dim=emb_dim, progress=progress,
-                        checkpoint=checkpoint)
+                        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                        snapshots=snapshots)
     ratio, median, losses = _measure(trained, truth.denoise, X, X_test, ev, seed)
+    history = {}
+    if trained.snapshots:
+        steps = sorted(trained.snapshots)
+        measured = [_sample_ratios(trained.snapshots[s], X, ev, seed) for s in steps]
+        history["snapshots"] = {"steps": steps,
+                                "memorization_ratio": [m[0] for m in measured],
+                                "nearest_ratio_median": [m[1] for m in measured]}
     S = len(ws)
     keep = np.unique(np.linspace(0, config.steps - 1, HISTORY_POINTS).round().astype(int))
     settings = {
@@ -393,6 +435,7 @@ def width_sweep(
         train_loss=losses["train"][:S].tolist(),
         test_loss=losses["test"][:S].tolist(),
         reference=reference,
-        loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist()},
+        loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist(),
+                      **history},
         provenance=provenance.record(settings, dev, time.perf_counter() - began),
     )

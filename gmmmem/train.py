@@ -159,17 +159,27 @@ class _Adam:
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], lr: float) -> None:
+        # multi-tensor (foreach) kernels: one launch per operation for all tensors, not one per
+        # tensor (a GPU step of many small tensors is bound by launches); the same arithmetic
         self.count += 1
         b1, b2 = ADAM_BETA1, self.beta2
         c1, c2 = 1 - b1**self.count, 1 - b2**self.count
-        for k, (p, g) in enumerate(zip(self.params, grads)):
-            self.m[k].mul_(b1).add_(g, alpha=1 - b1)
-            self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
-            update = (self.m[k] / c1) / ((self.v[k] / c2).sqrt_().add_(ADAM_EPS)) * lr
-            if self.u is not None:
-                self.u[k].mul_(self.ema).add_(update, alpha=1 - self.ema)
-                update = self.u[k] / (1 - self.ema**self.count)
-            p.sub_(update)
+        grads = list(grads)
+        torch._foreach_mul_(self.m, b1)
+        torch._foreach_add_(self.m, grads, alpha=1 - b1)
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, grads, grads, value=1 - b2)
+        denom = torch._foreach_div(self.v, c2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, ADAM_EPS)
+        update = torch._foreach_div(self.m, c1)
+        torch._foreach_div_(update, denom)
+        torch._foreach_mul_(update, lr)
+        if self.u is not None:
+            torch._foreach_mul_(self.u, self.ema)
+            torch._foreach_add_(self.u, update, alpha=1 - self.ema)
+            update = torch._foreach_div(self.u, 1 - self.ema**self.count)
+        torch._foreach_sub_(self.params, update)
 
 
 @dataclass
@@ -197,6 +207,20 @@ def pmem_init_order(N: int, seed: int) -> torch.Tensor:
     only on ``N`` and ``seed``, so a size trained alone or in a batch starts the same.
     """
     return torch.randperm(N, generator=torch.Generator().manual_seed(seed))
+
+
+#: The starts of :func:`gmmmem.experiments.phase_transition`: ``pmem`` (the paper's, means on
+#: training points) or ``random`` (:func:`random_start`, the control of chapter 7).
+STARTS = ("pmem", "random")
+
+
+def random_start(X: torch.Tensor, M: int, seed: int) -> torch.Tensor:
+    """M random means (M, d) that are not training points: independent Gaussian draws with
+    the training points' per-coordinate mean and standard deviation (a start as uninformed as
+    a network's random weights, on the data's scale)."""
+    g = torch.Generator().manual_seed(seed + 7919)  # not the data's, training's or sampler's stream
+    noise = torch.randn(M, X.shape[1], generator=g, dtype=torch.float64).to(X.device, X.dtype)
+    return X.mean(0) + X.std(0) * noise
 
 
 def _loss_and_grad(

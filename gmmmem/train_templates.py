@@ -19,9 +19,9 @@ memorizing denoiser of those :math:`M` images. (The factorization :math:`c \otim
 defined up to a scale moved between :math:`c` and :math:`T`; the RMS-1 templates keep every
 parameter of order one, which suits Adam's step size.)
 
-The gradient is written out by hand (:func:`_loss_and_grad`). Sizes are not padded to the
-largest (unlike :func:`gmmmem.train.train_gmm`): here the work per component is a full image
-row, and padding ten sizes nearly doubles a step.
+The gradient is written out by hand (:func:`_loss_and_grad`). On a CPU sizes are not padded
+to the largest: here the work per component is a full image row, and padding ten sizes nearly
+doubles a step. On a GPU they are grouped and padded, as :func:`gmmmem.train.train_gmm` does.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import torch
 from . import validate
 from .device import resolve, single_threaded, tune_cpu_allocator
 from .templates import lowrank_denoise
-from .train import CHUNK_FLOATS, TrainConfig, checkpoint_key, fit, pmem_init_order
+from .train import (CHUNK_FLOATS, GROUP_OVERHEAD, TrainConfig, checkpoint_key, fit,
+                    pmem_init_order, size_groups)
 
 
 #: Below this :func:`step_work` a CPU step runs faster on one thread than on two. Measured by
@@ -83,14 +84,18 @@ def _loss_and_grad(
     templates: torch.Tensor,
     colors: torch.Tensor,
     log_std: torch.Tensor,
+    bias: torch.Tensor,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Loss of one model on a chunk of rows and ``scale`` times its gradient, written by hand.
+    r"""Loss of a group of S models on a chunk of rows and ``scale`` times its gradient,
+    written by hand.
 
-    Shapes: ``x0``, ``eps`` (n, 3, q); ``t`` (n, 1); ``templates`` (M, q), ``colors`` (M, 3),
-    ``log_std`` (1,) the log colour standard deviation. Returns the loss summed over rows
-    (1,) and the gradients of ``scale`` x the loss with respect to ``templates``, ``colors``
-    and ``log_std``.
+    Shapes: ``x0``, ``eps`` (n, 3, q); ``t`` (n, 1); ``templates`` (S, M, q), ``colors``
+    (S, M, 3), ``log_std`` (S,) the log colour standard deviations, ``bias`` (S, 1, M): 0 for
+    a model's components, -inf for the padding of a smaller model (its softmax weight is then
+    0 and so is every gradient on it). Returns the loss of each model summed over rows (S,)
+    and the gradients of ``scale`` x the loss with respect to ``templates``, ``colors`` and
+    ``log_std``.
 
     Forward (notation of :func:`gmmmem.templates.posterior_mean`, per row and component):
     :math:`B = \langle x^{(i)}, T_j\rangle`, :math:`n_j = \|T_j\|`, :math:`p = B/n_j`,
@@ -100,99 +105,146 @@ def _loss_and_grad(
     :math:`C_{ij} = w_j(\mu_{ji} + g_j \delta_{ij})`, output :math:`\sum_j C_{ij} T_j`, loss
     :math:`\psi\|\text{output} - x_0\|^2`. The backward pass is the chain rule through each line in
     reverse; ``tests/test_train_templates.py`` checks it against autograd in float64. Four
-    matrix products of (3n, q) by (q, M) do the work. ``benchmarks/train_templates.py``: on
-    chapter 5's small model a step takes 1.2 ms against autograd's 3.4 ms (fewer operations);
+    (batched) matrix products of (3n, q) by (q, M) do the work. ``benchmarks/train_templates.py``:
+    on chapter 5's small model a step takes 1.2 ms against autograd's 3.4 ms (fewer operations);
     at Figure 6's size, where the products dominate, both take about 30 ms.
     """
     n, _, q = x0.shape
+    S = templates.shape[0]
     a = torch.sqrt(1.0 - t * t)  # (n, 1)
     s2 = t * t
-    a3 = a[:, :, None]  # (n, 1, 1), against (n, 3, M)
+    a3 = a[:, :, None]  # (n, 1, 1), against (S, n, 3, M)
     x = (a3 * x0 + t[:, :, None] * eps).view(3 * n, q)
     var = torch.exp(2.0 * log_std)
-    sq = (templates * templates).sum(-1)  # (M,)
+    var3 = var[:, None, None]  # (S, 1, 1), against (S, n, M)
+    sq = (templates * templates).sum(-1)  # (S, M)
     nrm = torch.sqrt(sq)
-    B = (x @ templates.T).view(n, 3, -1)  # (n, 3, M)
-    p = B / nrm
-    nu = (nrm[:, None] * colors).T  # (3, M)
-    delta = p - a3 * nu
-    lam = (a * a) * var * sq  # (n, M)
+    nrm3 = nrm[:, None, :]  # (S, 1, M)
+    B = torch.matmul(x, templates.transpose(1, 2)).view(S, n, 3, -1)  # (S, n, 3, M)
+    p = B / nrm[:, None, None, :]
+    nu = (nrm[:, :, None] * colors).transpose(1, 2)  # (S, 3, M)
+    delta = p - a3 * nu[:, None]
+    lam = (a * a) * var3 * sq[:, None, :]  # (S, n, M)
     V = s2 + lam
-    dd = (delta * delta).sum(1)  # (n, M)
-    logits = (p * p).sum(1) / (2.0 * s2) - dd / (2.0 * V) - 1.5 * torch.log1p(lam / s2)
+    dd = (delta * delta).sum(2)  # (S, n, M)
+    logits = (p * p).sum(2) / (2.0 * s2) - dd / (2.0 * V) - 1.5 * torch.log1p(lam / s2) + bias
     w = torch.softmax(logits, dim=-1)
-    g = a * var * nrm / V  # (n, M)
-    col = colors.T + g[:, None] * delta  # (n, 3, M)
-    C = (col * w[:, None]).reshape(3 * n, -1)
-    err = (C @ templates).view(n, 3, q) - x0
+    g = a * var3 * nrm3 / V  # (S, n, M)
+    col = colors.transpose(1, 2)[:, None] + g[:, :, None] * delta  # (S, n, 3, M)
+    C = (col * w[:, :, None]).reshape(S, 3 * n, -1)
+    err = torch.matmul(C, templates).view(S, n, 3, q) - x0
     psi = (a * a / s2)[:, :, None]  # (n, 1, 1)
-    loss = (psi * err * err).sum().view(1)
+    loss = (psi * err * err).sum((1, 2, 3))
 
-    G = err.mul_(psi * (2.0 * scale)).view(3 * n, q)  # d loss / d output
-    dC = (G @ templates.T).view(n, 3, -1)
-    dcol = dC * w[:, None]
-    dw = (dC * col).sum(1)
-    dz = w * (dw - (w * dw).sum(-1, keepdim=True))  # softmax backward, (n, M)
-    d_colors = dcol.sum(0).T  # (M, 3), from col = mu + g delta
-    dg = (dcol * delta).sum(1)
+    G = err.mul_(psi * (2.0 * scale)).view(S, 3 * n, q)  # d loss / d output
+    dC = torch.matmul(G, templates.transpose(1, 2)).view(S, n, 3, -1)
+    dcol = dC * w[:, :, None]
+    dw = (dC * col).sum(2)
+    dz = w * (dw - (w * dw).sum(-1, keepdim=True))  # softmax backward, (S, n, M)
+    d_colors = dcol.sum(1).transpose(1, 2)  # (S, M, 3), from col = mu + g delta
+    dg = (dcol * delta).sum(2)
     dz_V = dz / V
-    d_delta = g[:, None] * dcol - dz_V[:, None] * delta
+    d_delta = g[:, :, None] * dcol - dz_V[:, :, None] * delta
     dV = dz_V * dd / (2.0 * V) - dg * g / V
     d_lam = dV - 1.5 * dz_V
-    d_var = (dg * a * nrm / V + d_lam * (a * a) * sq).sum()
-    d_nrm = (dg * a * var / V).sum(0)  # (M,)
-    d_sq = (d_lam * (a * a) * var).sum(0)
-    d_nu = -(a3 * d_delta).sum(0)  # (3, M)
-    d_colors += (nrm * d_nu).T
-    d_nrm += (colors.T * d_nu).sum(0)
-    dp = d_delta + (dz / s2)[:, None] * p
-    d_nrm -= (dp * B).sum((0, 1)) / sq
-    dB = (dp / nrm).reshape(3 * n, -1)
-    d_templates = C.T @ G + dB.T @ x + templates * (2.0 * d_sq + d_nrm / nrm)[:, None]
-    return loss, d_templates, d_colors, (d_var * 2.0 * var).view(1)
+    d_var = (dg * a * nrm3 / V + d_lam * (a * a) * sq[:, None, :]).sum((1, 2))  # (S,)
+    d_nrm = (dg * a * var3 / V).sum(1)  # (S, M)
+    d_sq = (d_lam * (a * a) * var3).sum(1)
+    d_nu = -(a3 * d_delta).sum(1)  # (S, 3, M)
+    d_colors += (nrm[:, None, :] * d_nu).transpose(1, 2)
+    d_nrm += (colors.transpose(1, 2) * d_nu).sum(1)
+    dp = d_delta + (dz / s2)[:, :, None] * p
+    d_nrm -= (dp * B).sum((1, 2)) / sq
+    dB = (dp / nrm[:, None, None, :]).reshape(S, 3 * n, -1)
+    d_templates = (torch.matmul(C.transpose(1, 2), G) + torch.matmul(dB.transpose(1, 2), x)
+                   + templates * (2.0 * d_sq + d_nrm / nrm)[:, :, None])
+    return loss, d_templates, d_colors, d_var * 2.0 * var
 
 
-class _TemplateMixtures:
-    """Trainable state: per size k, templates (M_k, q) and colour means (M_k, 3); the log
-    colour standard deviations of all sizes (S,). Sizes are not padded: each runs on exactly
-    its components (padding ten sizes to the largest nearly doubles the work of a step).
-    Rows are processed in chunks of a few MiB of (rows, 3, max(M, q)) work."""
+class _TemplateGroup:
+    """Sizes of one group (:func:`gmmmem.train.size_groups`): templates (S, Mmax, q) and colour
+    means (S, Mmax, 3) padded to the group's largest size (masked by ``bias``), one log colour
+    standard deviation per size (S,). Rows are processed in chunks of a few MiB of
+    (S, rows, 3, max(M, q)) work."""
 
     def __init__(self, templates: torch.Tensor, colors: torch.Tensor, sizes: list[int],
                  init_var: float) -> None:
-        self.templates = [templates[:M].clone() for M in sizes]
-        self.colors = [colors[:M].clone() for M in sizes]
-        self.log_std = torch.full((len(sizes),), 0.5 * math.log(init_var),
+        S, Mmax = len(sizes), max(sizes)
+        self.sizes = list(sizes)
+        self.templates = templates[:Mmax].expand(S, *templates[:Mmax].shape).clone()
+        self.colors = colors[:Mmax].expand(S, *colors[:Mmax].shape).clone()
+        self.log_std = torch.full((S,), 0.5 * math.log(init_var),
                                   dtype=templates.dtype, device=templates.device)
-        self.params = [*self.templates, *self.colors, self.log_std]
-        self.num_models = len(sizes)
+        self.bias = torch.zeros(S, 1, Mmax, dtype=templates.dtype, device=templates.device)
+        for k, M in enumerate(sizes):
+            self.bias[k, 0, M:] = -math.inf
+        self.params = [self.templates, self.colors, self.log_std]
         budget = CHUNK_FLOATS if templates.device.type == "cpu" else 64 * CHUNK_FLOATS
-        self.chunk = max(1, budget // (3 * max(max(sizes), templates.shape[1])))
+        self.chunk = max(1, budget // (3 * S * max(Mmax, templates.shape[1])))
 
-    def variance(self) -> torch.Tensor:
-        """The learned colour variance of each size (S,)."""
-        return torch.exp(2 * self.log_std)
+    def loss_and_grad(self, x0, t, eps, rows: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Loss per size (S,) summed over these rows / ``rows``, and its gradients."""
+        loss = torch.zeros_like(self.log_std)
+        grads = [torch.zeros_like(p) for p in self.params]
+        for lo in range(0, x0.shape[0], self.chunk):
+            hi = min(x0.shape[0], lo + self.chunk)
+            part, *grad = _loss_and_grad(x0[lo:hi], t[lo:hi], eps[lo:hi], self.templates,
+                                         self.colors, self.log_std, self.bias, 1.0 / rows)
+            loss += part
+            for total, g in zip(grads, grad):
+                total += g
+        return loss, grads
+
+
+class _TemplateMixtures:
+    """Trainable state of :func:`train_templates`: the sizes in groups, each a
+    :class:`_TemplateGroup`; losses and parameters in the order of ``sizes``. On a CPU every
+    size is its own group (the products dominate a step: padding ten sizes to the largest
+    nearly doubles it); on a GPU, where a step is bound by kernel launches, the sizes are
+    grouped as :func:`gmmmem.train.train_gmm` groups them (``GROUP_OVERHEAD["cuda"]``)."""
+
+    def __init__(self, templates: torch.Tensor, colors: torch.Tensor, sizes: list[int],
+                 init_var: float, rows: int) -> None:
+        self.order = sorted(range(len(sizes)), key=lambda k: sizes[k])
+        ordered = [sizes[k] for k in self.order]
+        cpu = templates.device.type == "cpu"
+        self.layout = size_groups(ordered, 0.0 if cpu else GROUP_OVERHEAD["cuda"] / rows)
+        self.groups = [_TemplateGroup(templates, colors, g, init_var) for g in self.layout]
+        self.params = [p for g in self.groups for p in g.params]
+        self.num_models = len(sizes)
 
     def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Mean eps-prediction loss (x0 units, weight psi_t) per size and its gradients."""
-        rows, q, S = x0.shape[0], self.templates[0].shape[1], self.num_models
-        x0, eps = x0.view(rows, 3, q), eps.view(rows, 3, q)
-        loss = torch.zeros_like(self.log_std)
-        g_templates = [torch.zeros_like(T) for T in self.templates]
-        g_colors = [torch.zeros_like(mu) for mu in self.colors]
-        g_log_std = torch.zeros_like(self.log_std)
-        for k in range(S):
-            for lo in range(0, rows, self.chunk):
-                hi = min(rows, lo + self.chunk)
-                part, gT, gmu, gs = _loss_and_grad(
-                    x0[lo:hi], t[lo:hi], eps[lo:hi], self.templates[k], self.colors[k],
-                    self.log_std[k : k + 1], 1.0 / rows,
-                )
-                loss[k] += part[0]
-                g_templates[k] += gT
-                g_colors[k] += gmu
-                g_log_std[k] += gs[0]
-        return loss / rows, [*g_templates, *g_colors, g_log_std]
+        rows = x0.shape[0]
+        x0, eps = x0.view(rows, 3, -1), eps.view(rows, 3, -1)
+        losses, grads = [], []
+        for g in self.groups:
+            loss, grad = g.loss_and_grad(x0, t, eps, rows)
+            losses.append(loss)
+            grads.extend(grad)
+        loss = losses[0].new_empty(self.num_models)
+        loss[self.order] = torch.cat(losses) / rows
+        return loss, grads
+
+    def unpack(self, params: Sequence[torch.Tensor]) -> tuple[list, list, list[float]]:
+        """Templates (M, q), colour means (M, 3) and colour variance of each size, in the order
+        of ``sizes``, on the CPU, from ``params`` laid out as :attr:`params`."""
+        templates, colors, var = [], [], []  # in increasing size
+        for i, g in enumerate(self.groups):
+            T, mu, log_std = (p.cpu() for p in params[3 * i : 3 * i + 3])
+            templates += [T[k, :M].clone() for k, M in enumerate(g.sizes)]
+            colors += [mu[k, :M].clone() for k, M in enumerate(g.sizes)]
+            var += torch.exp(2 * log_std).tolist()
+        inverse = sorted(range(self.num_models), key=lambda k: self.order[k])
+        return ([templates[k] for k in inverse], [colors[k] for k in inverse],
+                [var[k] for k in inverse])
+
+    def variance(self) -> torch.Tensor:
+        """The learned colour variance of each size (S,), in the order of ``sizes``."""
+        var = torch.cat([torch.exp(2 * g.log_std) for g in self.groups])
+        out = torch.empty_like(var)
+        out[self.order] = var
+        return out
 
 
 @dataclass
@@ -258,7 +310,8 @@ def train_templates(
     images = images.to(dev, dtype)
     start = images[pmem_init_order(N, config.seed)[: max(sizes)].to(dev)]
     templates, colors = rank1_factors(start)
-    model = _TemplateMixtures(templates.flatten(1), colors, sizes, config.init_var)
+    model = _TemplateMixtures(templates.flatten(1), colors, sizes, config.init_var,
+                              rows=N * config.num_draws)
     S = len(sizes)
     X = images.flatten(1)
     small = dev.type == "cpu" and step_work(N, config.num_draws, h * w, sizes) < SMALL_STEP_WORK
@@ -270,12 +323,12 @@ def train_templates(
         )
 
     def trained(params: list[torch.Tensor], **extra) -> TrainedTemplates:
-        S = len(sizes)  # params: templates of each size, colour means of each size, log_std
+        templates, colors, var = model.unpack(params)
         return TrainedTemplates(
             model_sizes=sizes,
-            templates=[T.cpu().reshape(-1, h, w) for T in params[:S]],
-            color_means=[mu.cpu() for mu in params[S : 2 * S]],
-            var=torch.exp(2 * params[2 * S]).cpu().tolist(),
+            templates=[T.reshape(-1, h, w) for T in templates],
+            color_means=colors,
+            var=var,
             loss_history=run.loss_history[:extra.pop("steps", None)],
             config=config,
             seconds=run.seconds,

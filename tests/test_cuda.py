@@ -57,3 +57,16 @@ def test_sampler_and_experiment_run_on_cuda():
     assert x.is_cuda and torch.isfinite(x).all()
     res = phase_transition(5, 2, 20, [5, 20], scale="ci", device="cuda", progress=False)
     assert res.provenance["device"].startswith("cuda") and len(res.memorization_ratio) == 2
+
+
+def test_template_training_groups_sizes_on_cuda_and_matches_cpu():
+    from gmmmem.experiments import make_template_data
+    from gmmmem.train_templates import train_templates
+
+    _, images, _ = make_template_data(3, 24, 8, 0, torch.device("cpu"))
+    cfg = train.TrainConfig(steps=200, peak_lr=1e-2, final_lr=1e-4, num_draws=4, seed=1)
+    cpu = train_templates(images, [6, 12, 24], cfg, "cpu", progress=False, dtype=F64)
+    gpu = train_templates(images, [6, 12, 24], cfg, "cuda", progress=False, dtype=F64)
+    for a, b in zip(cpu.templates + cpu.color_means, gpu.templates + gpu.color_means):
+        assert torch.allclose(a, b, rtol=1e-7, atol=1e-7)
+    assert cpu.var == pytest.approx(gpu.var, rel=1e-7)

@@ -3,9 +3,10 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from gmmmem.__main__ import main
-from gmmmem.experiments import EvalConfig, PhaseTransitionResult, midpoint, phase_transition, transition
+from gmmmem.experiments import EvalConfig, PhaseTransitionResult, make_data, midpoint, phase_transition, transition
 from gmmmem.train import TrainConfig
 
 
@@ -118,3 +119,21 @@ def test_midpoint_interval_open_ends():
     assert lo is not None and 20 < lo and hi is None
     with pytest.raises(ValueError, match="equally long"):
         midpoint_interval(sizes, [0.1, 0.2], 200)
+
+
+def test_random_start_is_not_on_training_points_and_is_recorded():
+    from gmmmem.train import random_start
+
+    _, X, _ = make_data(6, 2, 30, 0, torch.device("cpu"))
+    start = random_start(X, 30, seed=0)
+    assert start.shape == (30, 6) and torch.equal(start, random_start(X, 30, seed=0))
+    assert torch.cdist(start, X).min() > 1e-3  # no mean sits on a training point
+    # the data's scale: per-coordinate means and spreads within sampling noise of the data's
+    big = random_start(X, 20_000, seed=1)
+    assert torch.allclose(big.mean(0), X.mean(0), atol=5 * float(X.std(0).max()) / 20_000 ** 0.5)
+    assert torch.allclose(big.std(0), X.std(0), rtol=0.05)
+    r = phase_transition(6, 2, 30, [6, 30], scale="ci", device="cpu", progress=False,
+                         start="random", config=TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-4, num_draws=1))
+    assert r.provenance["settings"]["start"] == "random"
+    with pytest.raises(ValueError, match="start"):
+        phase_transition(6, 2, 30, [6], scale="ci", device="cpu", start="zeros")

@@ -240,3 +240,43 @@ def test_init_seed_depends_on_shape_not_on_company():
     assert networks._init_seed(0, 8, 2, 32) == networks._init_seed(0, 8, 2, 32)
     assert networks._init_seed(0, 8, 2, 32) != networks._init_seed(0, 16, 2, 32)
     assert networks._init_seed(0, 8, 2, 32) != networks._init_seed(1, 8, 2, 32)
+
+
+def test_width_sweep_snapshots_measure_the_networks_of_those_steps(tmp_path):
+    """A snapshot at the last step is the final network (same ratios on the same sampler
+    noise); one earlier is measured on the networks of that step."""
+    c = TrainConfig(steps=40, peak_lr=1e-3, final_lr=1e-6, num_draws=1, update_ema=0.99, seed=0)
+    ev = EvalConfig(num_samples=20, loss_draws=2)
+    r = width_sweep(4, 2, 10, [4, 8], scale="ci", device="cpu", emb_dim=4, config=c,
+                    eval_config=ev, progress=False, snapshots=[10, 40])
+    snap = r.loss_history["snapshots"]
+    assert snap["steps"] == [10, 40]
+    assert snap["memorization_ratio"][1] == r.memorization_ratio
+    assert snap["nearest_ratio_median"][1] == r.nearest_ratio_median
+    early = networks.train_mlp(networks.make_data(4, 2, 10, 0, torch.device("cpu"))[1], [4, 8],
+                               dataclasses.replace(c), "cpu", emb_dim=4, progress=False, snapshots=[10])
+    ten = early.snapshots[10]
+    assert ten.loss_history.shape == (10, 2)
+    assert not torch.equal(ten.params[1][0], early.params[1][0])  # the step-10 networks differ
+    ratio, median = networks._sample_ratios(ten, networks.make_data(4, 2, 10, 0, torch.device("cpu"))[1], ev, 0)
+    assert snap["memorization_ratio"][0] == ratio and snap["nearest_ratio_median"][0] == median
+
+
+def test_width_config_is_the_committed_recipe():
+    c = networks.width_config("default", seed=3)
+    assert (c.peak_lr, c.final_lr, c.num_draws, c.steps, c.seed) == (3e-4, 3e-7, 2, 30_000, 3)
+    assert networks.width_config("paper") == TrainConfig.preset("paper")
+
+
+def test_width_sweep_command_line(tmp_path, capsys):
+    from gmmmem.__main__ import main
+
+    out = tmp_path / "w.json"
+    main(["width-sweep", "--d", "3", "--K", "2", "--N", "8", "--widths", "4", "8", "--scale", "ci",
+          "--steps", "20", "--snapshots", "10", "20", "--device", "cpu", "--out", str(out),
+          "--no-progress"])
+    r = WidthSweepResult.load(out)
+    assert r.widths == [4, 8] and r.loss_history["snapshots"]["steps"] == [10, 20]
+    assert r.provenance["command"].startswith("python -m gmmmem width-sweep --d 3")
+    assert "memorization ratio by width" in capsys.readouterr().out
+    assert not (tmp_path / "w.json.checkpoint").exists()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import gmmmem.train_templates as tt
 from gmmmem import metrics
 from gmmmem.experiments import PhaseTransitionResult, make_template_data, phase_transition_templates
 from gmmmem.mixtures import gmm_denoise
@@ -41,10 +42,12 @@ def test_hand_written_gradient_equals_autograd(seed):
     x0 = torch.randn(n, 3, q, generator=g, dtype=F64)
     eps = torch.randn(n, 3, q, generator=g, dtype=F64)
     t = torch.tensor([0.001, 0.05, 0.2, 0.5, 0.8, 0.95, 0.999], dtype=F64)[:, None]
-    loss, gT, gmu, gs = _loss_and_grad(x0, t, eps, T, mu, log_std, 0.3)
+    loss, gT, gmu, gs = _loss_and_grad(x0, t, eps, T[None], mu[None], log_std,
+                                       torch.zeros(1, 1, M, dtype=F64), 0.3)
+    loss, gT, gmu = loss[0], gT[0], gmu[0]  # the group of one size
     params = [p.clone().requires_grad_() for p in (T, mu, log_std)]
     ref = _autograd_loss(x0, t, eps, *params)
-    torch.testing.assert_close(loss[0], ref.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=0)
     for mine, want in zip((gT, gmu, gs), torch.autograd.grad(0.3 * ref, params)):
         torch.testing.assert_close(mine, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()))
 
@@ -55,8 +58,48 @@ def test_gradient_is_finite_at_tiny_colour_variance():
     t = torch.tensor([[0.001], [0.5], [0.999]], dtype=F64)
     x0 = X[:3].flatten(2)
     eps = torch.randn(x0.shape, dtype=F64, generator=torch.Generator().manual_seed(0))
-    out = _loss_and_grad(x0, t, eps, T.flatten(1), c, torch.tensor([0.5 * math.log(1e-12)], dtype=F64), 1.0)
+    out = _loss_and_grad(x0, t, eps, T.flatten(1)[None], c[None], torch.tensor([0.5 * math.log(1e-12)], dtype=F64),
+                         torch.zeros(1, 1, 4, dtype=F64), 1.0)
     assert all(bool(torch.isfinite(o).all()) for o in out)
+
+
+def test_a_padded_group_gives_each_size_its_own_loss_and_gradient():
+    """Sizes padded to the largest in one group (as on a GPU) give, size by size, the loss and
+    gradients of that size alone, and zero gradient on the padding."""
+    g = torch.Generator().manual_seed(3)
+    sizes, q, n = [2, 4, 6], 9, 5
+    T = torch.rand(6, q, generator=g, dtype=F64) + 0.05
+    mu = torch.randn(6, 3, generator=g, dtype=F64)
+    log_std = torch.tensor([-1.0, -0.3, -2.0], dtype=F64)
+    x0, eps = (torch.randn(n, 3, q, generator=g, dtype=F64) for _ in range(2))
+    t = torch.tensor([0.01, 0.2, 0.5, 0.8, 0.99], dtype=F64)[:, None]
+    bias = torch.zeros(3, 1, 6, dtype=F64)
+    for k, M in enumerate(sizes):
+        bias[k, 0, M:] = -math.inf
+    loss, gT, gmu, gs = _loss_and_grad(x0, t, eps, T.expand(3, 6, q), mu.expand(3, 6, 3), log_std, bias, 0.7)
+    for k, M in enumerate(sizes):
+        l1, gT1, gmu1, gs1 = _loss_and_grad(x0, t, eps, T[None, :M], mu[None, :M], log_std[k : k + 1],
+                                            torch.zeros(1, 1, M, dtype=F64), 0.7)
+        torch.testing.assert_close(loss[k], l1[0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(gT[k, :M], gT1[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(gmu[k, :M], gmu1[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(gs[k], gs1[0], rtol=1e-10, atol=0)
+        assert bool((gT[k, M:] == 0).all()) and bool((gmu[k, M:] == 0).all())
+
+
+def test_grouped_sizes_train_as_each_alone(monkeypatch):
+    """With the GPU's grouping forced on the CPU, a padded group trains each size as alone."""
+    _, X = _images()
+    cfg = TrainConfig(steps=20, peak_lr=1e-2, final_lr=1e-3, num_draws=2, update_ema=0.9)
+    real = tt.size_groups
+    monkeypatch.setattr(tt, "size_groups", lambda sizes, overhead: real(sizes, 1e9))
+    both = train_templates(X, [3, 7], cfg, progress=False, dtype=F64)
+    monkeypatch.setattr(tt, "size_groups", real)
+    for k, M in enumerate([3, 7]):
+        alone = train_templates(X, [M], cfg, progress=False, dtype=F64)
+        torch.testing.assert_close(both.templates[k], alone.templates[0], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(both.color_means[k], alone.color_means[0], rtol=1e-9, atol=1e-10)
+        assert both.var[k] == pytest.approx(alone.var[0], rel=1e-9)
 
 
 def test_rank1_factors_reconstruct_coloured_templates_with_rms_one_templates():
@@ -213,7 +256,7 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_small_problems_train_single_threaded_and_restore_the_thread_count(monkeypatch):
-    import gmmmem.train_templates as tt
+
 
     seen = []
     real_fit = tt.fit
