@@ -288,6 +288,7 @@ def make_template_data(K: int, N: int, size: int, seed: int, device: torch.devic
     gen = torch.Generator().manual_seed(seed)
     X, _ = truth.sample(N, gen)
     X_test, _ = truth.sample(N, gen)
+    truth = ColoredTemplates(templates.to(device), truth.color_means.to(device), 1.0)
     return truth, X.to(device), X_test.to(device)
 
 

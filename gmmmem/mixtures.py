@@ -135,7 +135,9 @@ def random_iso_gmm(
     validate.positive_int(d, "d")
     validate.positive_int(K, "K")
     validate.variance(var)
-    u = torch.randn(K, d, generator=generator, dtype=dtype, device=device)
+    # drawn on the generator's device, then moved: the same mixture whatever ``device`` is
+    u = torch.randn(K, d, generator=generator, dtype=dtype,
+                    device=generator.device if generator is not None else device).to(device)
     return IsoGMM(math.sqrt(d) * u / u.norm(dim=1, keepdim=True), var)
 
 
