@@ -59,11 +59,13 @@ def transition(ax, frac: Sequence[float], ratio: Sequence[float], label: str | N
 
 def grid_heatmap(values, row_labels: Sequence, col_labels: Sequence, ax=None, *,
                  row_name: str = "", col_name: str = "", value_name: str = "", fmt: str = ".3f",
-                 cmap: str = "viridis", center: float | None = None):
+                 cmap: str = "viridis", center: float | None = None,
+                 vmin: float | None = None, vmax: float | None = None, cbar: bool = True):
     """Draw ``values`` (rows x columns; NaN for empty cells) as an annotated seaborn heatmap.
 
     Returns the axes. ``value_name`` labels the colour bar, ``row_name`` and ``col_name`` the
-    axes; ``center`` centres a diverging colour map on that value.
+    axes; ``center`` centres a diverging colour map on that value; ``vmin`` and ``vmax`` fix the
+    colour scale (so that several panels share one); ``cbar=False`` leaves the colour bar out.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -73,8 +75,9 @@ def grid_heatmap(values, row_labels: Sequence, col_labels: Sequence, ax=None, *,
         raise ValueError(f"values have shape {values.shape}, labels {len(row_labels)} x {len(col_labels)}")
     if ax is None:
         _, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 2.5, 0.6 * len(row_labels) + 1.5))
-    sns.heatmap(values, annot=True, fmt=fmt, cmap=cmap, center=center, ax=ax,
+    sns.heatmap(values, annot=True, fmt=fmt, cmap=cmap, center=center, vmin=vmin, vmax=vmax, ax=ax,
+                cbar=cbar,
                 xticklabels=[str(c) for c in col_labels], yticklabels=[str(r) for r in row_labels],
-                mask=np.isnan(values), cbar_kws={"label": value_name}, linewidths=0.5)
+                mask=np.isnan(values), cbar_kws={"label": value_name} if cbar else None, linewidths=0.5)
     ax.set(xlabel=col_name, ylabel=row_name)
     return ax

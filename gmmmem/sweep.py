@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -385,6 +386,52 @@ def load_sweep(path: str | Path) -> list[dict[str, Any]]:
                           SweepWarning, stacklevel=2)
         seen.add(key)
     return [rec for _, rec in good]
+
+
+def arrays(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    r"""The per-configuration arrays a fit of the time weights needs, from sweep records.
+
+    Returns, for C records: ``d``, ``K``, ``N``, ``var``, ``seed`` (C,); ``measured`` (C,)
+    :math:`M_{pt}/N` (NaN where the record has none); ``interval`` (C, 2) its 95% bootstrap
+    interval over N (the stored ``midpoint_interval_over_N``, recomputed with
+    :func:`~gmmmem.experiments.midpoint_interval` for records made before it was stored; NaN at
+    an open end); ``status`` (C,) :func:`~gmmmem.experiments.midpoint_status`; ``times`` (T,);
+    ``sizes`` (C, S) the coarse stage's model sizes over N; ``gen`` (C, T) the true mixture's
+    training loss and ``pmem`` (C, S, T) the partially memorizing models' at those sizes
+    (Monte Carlo, x0 units), the inputs of :func:`gmmmem.weights.fit_lambda_from_losses`.
+    Every record must have the same times and the same number S of coarse sizes.
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("records is empty")
+    out: dict[str, Any] = {name: np.array([r["config"][name] for r in records])
+                           for name in ("d", "K", "N", "var", "seed")}
+    out["measured"] = np.array([np.nan if r["midpoint_over_N"] is None else r["midpoint_over_N"]
+                                for r in records], dtype=float)
+    interval = []
+    for r in records:
+        iv = r.get("midpoint_interval_over_N")
+        if iv is None:
+            n = r["settings"]["eval_config"]["num_samples"]
+            iv = [None if v is None else v / r["config"]["N"]
+                  for v in midpoint_interval(r["model_sizes"], r["memorization_ratio"], n)]
+        interval.append([np.nan if v is None else v for v in iv])
+    out["interval"] = np.array(interval, dtype=float)
+    out["status"] = np.array([r.get("midpoint_status") or midpoint_status(r["memorization_ratio"])
+                              for r in records])
+    times = records[0]["times"]
+    if any(r["times"] != times for r in records):
+        raise ValueError("the records do not share one time grid")
+    out["times"] = np.array(times, dtype=float)
+    coarse = [np.array(r["stage"]) == "coarse" for r in records]
+    if len({int(c.sum()) for c in coarse}) != 1:
+        raise ValueError(f"the records have different numbers of coarse sizes: {sorted({int(c.sum()) for c in coarse})}")
+    out["sizes"] = np.array([np.array(r["model_sizes"])[c] / r["config"]["N"]
+                             for r, c in zip(records, coarse)], dtype=float)
+    out["gen"] = np.array([r["reference"]["true_train"] for r in records], dtype=float)
+    out["pmem"] = np.array([np.array(r["reference"]["pmem_train"])[c]
+                            for r, c in zip(records, coarse)], dtype=float)
+    return out
 
 
 def _write_jsonl_atomic(path: Path, records: Sequence[dict]) -> None:

@@ -29,3 +29,11 @@ def test_grid_heatmap_annotates_each_cell_and_masks_empty_ones():
 def test_grid_heatmap_checks_shape():
     with pytest.raises(ValueError):
         plots.grid_heatmap(np.zeros((2, 3)), [1, 2], [1, 2])
+
+
+def test_grid_heatmap_shares_a_fixed_colour_scale():
+    values = np.array([[0.79, 0.80], [0.80, 0.81]])
+    ax = plots.grid_heatmap(values, [30, 40], [3, 6], vmin=0.7, vmax=0.9, cbar=False)
+    mesh = ax.collections[0]
+    assert mesh.get_clim() == (0.7, 0.9) and len(ax.figure.axes) == 1  # no colour-bar axes
+    plt.close(ax.figure)
