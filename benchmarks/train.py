@@ -89,6 +89,17 @@ def matmul_gflops(rows, M, d, S, device, repeats=20) -> float:
     return 2.0 * S * rows * M * d / best / 1e9
 
 
+def grid_training_seconds(config: TrainConfig, device) -> float:
+    """The paper grid's coarse-stage training at ``config``, extrapolated from 5 timed steps of
+    each configuration's shapes."""
+    total = 0.0
+    for c in GRIDS["paper"].configs:
+        _, Xc, _ = make_data(c.d, c.K, c.N, seed=0, device=device)
+        sizes = sorted({max(1, round(c.N * k / 10)) for k in range(1, 11)})
+        total += step_seconds(Xc.float(), sizes, 5, device, config.num_draws, True, 1) * config.steps
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -132,21 +143,13 @@ def main() -> None:
           f"{figures['default_figure2_seconds']:.1f} s; the authors' recipe extrapolated: "
           f"{figures['paper_figure2_seconds_extrapolated'] / 60:.1f} min")
 
-    grid_seconds = 0.0
-    for c in GRIDS["paper"].configs:
-        _, Xc, _ = make_data(c.d, c.K, c.N, seed=0, device=dev)
-        sizes = sorted({max(1, round(c.N * k / 10)) for k in range(1, 11)})
-        grid_seconds += step_seconds(Xc.float(), sizes, 5, dev, default.num_draws, True, 1) * default.steps
-    figures["paper_grid_coarse_training_seconds"] = grid_seconds
-    print(f"the paper grid's coarse-stage training at default, one process: {grid_seconds / 60:.1f} min")
+    figures["paper_grid_coarse_training_seconds"] = grid_training_seconds(default, dev)
+    print(f"the paper grid's coarse-stage training at default, one process: "
+          f"{figures['paper_grid_coarse_training_seconds'] / 60:.1f} min")
     if args.paper_grid:  # the same at the authors' recipe (100 draws, 50,000 steps): GPU work
-        grid_seconds = 0.0
-        for c in GRIDS["paper"].configs:
-            _, Xc, _ = make_data(c.d, c.K, c.N, seed=0, device=dev)
-            sizes = sorted({max(1, round(c.N * k / 10)) for k in range(1, 11)})
-            grid_seconds += step_seconds(Xc.float(), sizes, 5, dev, paper.num_draws, True, 1) * paper.steps
-        figures["paper_grid_coarse_training_seconds_paper_recipe"] = grid_seconds
-        print(f"the same at the authors' recipe, one process: {grid_seconds / 60:.1f} min")
+        figures["paper_grid_coarse_training_seconds_paper_recipe"] = grid_training_seconds(paper, dev)
+        print(f"the same at the authors' recipe, one process: "
+              f"{figures['paper_grid_coarse_training_seconds_paper_recipe'] / 60:.1f} min")
 
     if args.out:
         settings = {"benchmark": "train", "d": 30, "N": 100, "sizes": SIZES,

@@ -204,10 +204,17 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta2", type=float, help="override the preset's Adam second-moment decay")
 
 
-def _phase_transition_options(pt: argparse.ArgumentParser) -> None:
-    """Options shared by the two phase-transition commands."""
+def _mixture_options(parser: argparse.ArgumentParser) -> None:
+    """The true mixture's dimension and number of components."""
+    parser.add_argument("--d", type=int, required=True, help="dimension of the data")
+    parser.add_argument("--K", type=int, required=True, help="number of true mixture components")
+
+
+def _phase_transition_options(pt: argparse.ArgumentParser, sizes: bool = True) -> None:
+    """Options shared by the commands that train on one training set (``sizes``: model sizes)."""
     pt.add_argument("--N", type=int, required=True, help="number of training points")
-    pt.add_argument("--sizes", type=int, nargs="+", help="model sizes M (default: N/10, ..., N)")
+    if sizes:
+        pt.add_argument("--sizes", type=int, nargs="+", help="model sizes M (default: N/10, ..., N)")
     pt.add_argument("--scale", choices=SCALES, default="default", help="training preset")
     pt.add_argument("--seed", type=_nonnegative, default=0,
                     help="seed of data, training and evaluation (>= 0)")
@@ -231,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         help="train mixture denoisers of growing size and measure memorization (Figure 2)",
         description="Train one mixture denoiser per model size and save the measurements as JSON.",
     )
-    pt.add_argument("--d", type=int, required=True, help="dimension of the data")
-    pt.add_argument("--K", type=int, required=True, help="number of true mixture components")
+    _mixture_options(pt)
     pt.add_argument("--start", choices=("pmem", "random"), default="pmem",
                     help="pmem: means start on training points (the paper's); random: on random "
                     "points of the data's scale (a control)")
@@ -281,8 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "model sizes below which it should generalize and above which it should memorize, from "
         "the time weights fitted on the committed sweep, with the predictor's held-out error.",
     )
-    pr.add_argument("--d", type=int, required=True, help="dimension of the data")
-    pr.add_argument("--K", type=int, required=True, help="number of true mixture components")
+    _mixture_options(pr)
     pr.add_argument("--N", type=int, required=True, help="number of training points (>= 2)")
     pr.add_argument("--var", type=float, default=1.0, help="data variance s_star^2 (default 1)")
     pr.add_argument("--weights", help="fitted weights (default: data/weights/default.json)")
@@ -310,13 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         "configuration, exactly as the mixtures are trained, and save the memorization ratio "
         "and losses by width as JSON.",
     )
-    ws.add_argument("--d", type=int, required=True, help="dimension of the data")
-    ws.add_argument("--K", type=int, required=True, help="number of true mixture components")
+    _mixture_options(ws)
     ws.add_argument("--widths", type=int, nargs="+", required=True,
                     help="hidden widths, strictly increasing")
     ws.add_argument("--snapshots", type=int, nargs="+", metavar="STEP",
                     help="also measure the memorization ratio after these training steps")
-    _phase_transition_options(ws)
+    _phase_transition_options(ws, sizes=False)
     ws.set_defaults(run=_width_sweep, parser=ws)
 
     ds = commands.add_parser(
@@ -326,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "N points for every N given (nested training sets, the same start), then save the "
         "memorization ratio by N as JSON.",
     )
-    ds.add_argument("--d", type=int, required=True, help="dimension of the data")
-    ds.add_argument("--K", type=int, required=True, help="number of true mixture components")
+    _mixture_options(ds)
     ds.add_argument("--M", type=int, required=True, help="model size (number of learned means)")
     ds.add_argument("--N", type=int, nargs="+", required=True,
                     help="training-set sizes, increasing, each >= M")

@@ -137,3 +137,13 @@ def test_random_start_is_not_on_training_points_and_is_recorded():
     assert r.provenance["settings"]["start"] == "random"
     with pytest.raises(ValueError, match="start"):
         phase_transition(6, 2, 30, [6], scale="ci", device="cpu", start="zeros")
+
+
+def test_result_crossover_is_the_crossing_of_its_monte_carlo_losses():
+    r = phase_transition(6, 2, 20, [4, 8, 12, 16, 20], scale="ci", device="cpu", progress=False,
+                         config=TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-4, num_draws=1))
+    gap = np.asarray(r.reference["true_train"]).mean() - np.asarray(r.reference["pmem_train"]).mean(1)
+    frac = np.asarray(r.model_sizes) / r.N
+    k = int(np.flatnonzero(gap >= 0)[0])  # brute force: the first size where the gap is >= 0
+    want = frac[k - 1] + (frac[k] - frac[k - 1]) * (0 - gap[k - 1]) / (gap[k] - gap[k - 1])
+    assert r.crossover() == pytest.approx(want, rel=1e-12)
