@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import metrics, provenance, validate
+from . import metrics, presets, provenance, validate
 from .config import check_scale
 from .device import resolve
 from .diffusion import time_grid
@@ -36,7 +36,7 @@ from .losses import crossover_from_losses, mc_losses
 from .mixtures import IsoGMM, gmm_denoise, random_iso_gmm
 from .sampling import ddim_sample
 from .templates import ColoredTemplates, load_templates
-from .train import STARTS, LONG_DEFAULT, TrainConfig, pmem_init_order, random_start, train_gmm
+from .train import STARTS, TrainConfig, pmem_init_order, random_start, train_gmm
 from .train_templates import train_templates
 
 
@@ -52,11 +52,8 @@ class EvalConfig:
             object.__setattr__(self, name, validate.integer(getattr(self, name), name))
 
 
-EVAL_PRESETS = {
-    "ci": EvalConfig(num_samples=100, loss_draws=10),
-    "default": EvalConfig(num_samples=200, loss_draws=50),
-    "paper": EvalConfig(num_samples=200, loss_draws=100),
-}
+#: How each scale measures a trained model (:data:`gmmmem.presets.EVAL`).
+EVAL_PRESETS = {scale: EvalConfig(**fields) for scale, fields in presets.EVAL.items()}
 
 #: Ratio levels that mark the start and the end of the transition.
 TRANSITION_LEVELS = (0.1, 0.9)
@@ -404,18 +401,17 @@ def _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, b
     )
 
 
-#: Training noise draws of the template model at the CPU scales (the isotropic model's
-#: calibration, chapter 3, finds that the draws do not change the trained model).
-TEMPLATE_DRAWS = 2
+#: Training noise draws of the template model at the CPU scales (:data:`gmmmem.presets.TEMPLATE_DRAWS`).
+TEMPLATE_DRAWS = presets.TEMPLATE_DRAWS
 
 
 def template_config(scale: str, **overrides) -> TrainConfig:
     """The training preset of ``scale`` for template models: ``TEMPLATE_DRAWS`` noise draws
     except at ``paper`` scale; fields overridable (``seed=...``, ``steps=...``). At ``default``
-    scale the template model keeps the 30,000-step recipe (:data:`gmmmem.train.LONG_DEFAULT`):
+    scale the template model keeps the 30,000-step recipe (:data:`gmmmem.presets.TEMPLATE_DEFAULT`):
     the faster one leaves its training objective 17-30 times the true mixture's (chapter 5)."""
     if check_scale(scale) != "paper":
-        long = LONG_DEFAULT if scale == "default" else {}
+        long = presets.TEMPLATE_DEFAULT if scale == "default" else {}
         overrides = {**long, "num_draws": TEMPLATE_DRAWS, **overrides}
     return TrainConfig.preset(scale, **overrides)
 

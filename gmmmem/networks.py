@@ -46,14 +46,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import metrics, provenance, validate
+from . import metrics, presets, provenance, validate
 from .config import check_scale
 from .device import resolve, tune_cpu_allocator
 from .diffusion import alpha, sigma, time_grid
 from .experiments import (EVAL_PRESETS, HISTORY_POINTS, EvalConfig, generate_samples, make_data,
                           split_losses, transition)
 from .mixtures import gmm_denoise
-from .train import LONG_DEFAULT, TrainConfig, checkpoint_key, fit
+from .train import TrainConfig, checkpoint_key, fit
 
 #: Size of the time embedding (sines and cosines of EMB_DIM / 2 frequencies).
 EMB_DIM = 32
@@ -348,10 +348,8 @@ def _measure(trained: TrainedMLPs, truth_denoise, X, X_test, ev: EvalConfig, see
     return ratio, median, split_losses(models + refs, X, X_test, ev, seed)
 
 
-#: The network's training at ``default`` scale: the mixtures' 30,000-step recipe
-#: (:data:`gmmmem.train.LONG_DEFAULT`) at a tenth of its learning rate (the widest network is
-#: unstable at 1e-3, chapter 7) and 2 noise draws.
-MLP_DEFAULT = {**LONG_DEFAULT, "peak_lr": 3e-4, "final_lr": 3e-7, "num_draws": 2}
+#: The network's training at ``default`` scale (:data:`gmmmem.presets.MLP_DEFAULT`).
+MLP_DEFAULT = presets.MLP_DEFAULT
 
 
 def width_config(scale: str, **overrides) -> TrainConfig:

@@ -50,11 +50,11 @@ import torch
 from tqdm import tqdm
 
 from . import device as _device
-from . import files, provenance, validate
+from . import files, presets, provenance, validate
 from .config import check_scale
 from .experiments import (EVAL_PRESETS, EvalConfig, PhaseTransitionResult, midpoint,
                           midpoint_interval, midpoint_status, phase_transition, transition)
-from .train import LONG_DEFAULT, TrainConfig
+from .train import TrainConfig
 
 #: Sizes of the fine stage, spread evenly over the coarse bracket (the authors use 10).
 FINE_POINTS = 10
@@ -128,39 +128,17 @@ def product(ds, Ks, Ns, variances=(1.0,), seeds=(0,)) -> tuple[Config, ...]:
     return tuple(Config(*c) for c in itertools.product(ds, Ks, Ns, variances, seeds))
 
 
-#: Eight configurations of the paper's grid on which the sweep is repeated with other seeds:
-#: each d, K and N appears twice.
-SEED_CONFIGS = ((30, 3, 50), (30, 9, 150), (40, 6, 100), (40, 12, 200),
-                (50, 3, 200), (50, 9, 100), (60, 6, 150), (60, 12, 50))
+#: Eight configurations of the paper's grid repeated with other seeds (:data:`gmmmem.presets.SEED_CONFIGS`).
+SEED_CONFIGS = presets.SEED_CONFIGS
 
-#: The named grids.
-#:
-#: ``paper``: the authors' 64 configurations (Figure 3), d in {30, 40, 50, 60} x K in {3, 6, 9,
-#: 12} x N in {50, 100, 150, 200}, data variance 1, at the ``default`` training (chapter 3 shows
-#: it reaches the models of the authors' recipe; ``--scale paper`` runs theirs). The cost of a
-#: configuration grows like d N^2: the grid costs about 180 times d = 30, N = 100.
-#:
-#: ``paper-seeds``: :data:`SEED_CONFIGS` with training seeds 1 and 2 (data, start, training
-#: noise and sampling noise all change with the seed): the spread of M_pt over seeds.
-#:
-#: ``default``: 14 configurations for 2 CPU cores at the 30,000-step recipe
-#: (:data:`gmmmem.train.LONG_DEFAULT`): d in {30, 40} x K in {3, 6} x N = 50 x data variance in
-#: {0.5, 1, 2} (the variance varied so the configurations do not all share one closed-form
-#: crossover), plus d = 30, K in {3, 6}, N = 100, variance 1 (a second N for leave-one-N-out).
-#: About 5,500 worker-seconds, ~50 minutes on 2 single-threaded workers.
-#:
-#: ``ci``: three tiny configurations (N = 16-20, so the fine stage has sizes to add) and a
-#: 300-step training at a 10x learning rate, whose ratio curves rise across the sizes (a
-#: plumbing check, not physics): ~15 s for the command on 2 cores, most of it starting Python,
-#: torch and the workers.
+#: The named grids; what each is for and what it costs: :mod:`gmmmem.presets`.
 GRIDS: dict[str, Grid] = {
-    "paper": Grid(product((30, 40, 50, 60), (3, 6, 9, 12), (50, 100, 150, 200)), "default"),
-    "paper-seeds": Grid(tuple(Config(d, K, N, 1.0, seed) for seed in (1, 2)
-                              for d, K, N in SEED_CONFIGS), "default"),
-    "default": Grid(product((30, 40), (3, 6), (50,), (0.5, 1.0, 2.0))
-                    + product((30,), (3, 6), (100,), (1.0,)), "default", train=LONG_DEFAULT),
-    "ci": Grid((Config(4, 2, 20), Config(5, 3, 20, var=0.5), Config(4, 2, 16, var=2.0, seed=1)),
-               "ci", train={"steps": 300, "peak_lr": 3e-2, "final_lr": 3e-5}),
+    "paper": Grid(product(**presets.PAPER_GRID), "default"),
+    "paper-seeds": Grid(tuple(Config(d, K, N, 1.0, seed) for seed in presets.SEEDS
+                              for d, K, N in presets.SEED_CONFIGS), "default"),
+    "default": Grid(product(**presets.DEFAULT_GRID) + product(**presets.DEFAULT_GRID_EXTRA), "default",
+                    train=presets.LONG_DEFAULT),
+    "ci": Grid(tuple(Config(*c) for c in presets.CI_CONFIGS), "ci", train=presets.CI_TRAIN),
 }
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import files, validate
+from . import files, presets, validate
 from .config import check_scale
 from .device import resolve, tune_cpu_allocator
 from .diffusion import time_grid
@@ -110,24 +110,11 @@ class TrainConfig:
         return self.peak_lr + (self.final_lr - self.peak_lr) * frac
 
 
-#: ``paper`` is the authors' setting. ``default`` reaches the same trained models at about a
-#: nineteenth of the compute (chapter 3): Adam's second moment decays with 0.9 instead of 0.999,
-#: so the step on log s is not held back by the huge gradients of the first steps, at a
-#: 10x larger learning rate, 4,000 steps and 2 noise draws. ``ci`` is the older CPU recipe
-#: (the authors' optimizer, 3x their learning rate), shorter, for small configurations.
-PRESETS = {
-    "paper": TrainConfig(steps=50_000, peak_lr=1e-3, final_lr=1e-6, warmup_frac=0.05,
-                         num_draws=100, update_ema=0.99),
-    "default": TrainConfig(steps=4_000, peak_lr=1e-2, final_lr=1e-5, warmup_frac=0.05,
-                           num_draws=2, update_ema=0.99, adam_beta2=0.9),
-    "ci": TrainConfig(steps=20_000, peak_lr=3e-3, final_lr=3e-6, warmup_frac=0.05,
-                      num_draws=2, update_ema=0.99),
-}
+#: The training recipe of each scale (the values and why: :data:`gmmmem.presets.TRAIN`).
+PRESETS = {scale: TrainConfig(**fields) for scale, fields in presets.TRAIN.items()}
 
-#: The ``default`` recipe before the faster one replaced it (30,000 steps, 5 draws, the
-#: authors' Adam): ``TrainConfig.preset("default", **LONG_DEFAULT)`` remakes the results
-#: committed with it.
-LONG_DEFAULT = dict(steps=30_000, peak_lr=3e-3, final_lr=3e-6, num_draws=5, adam_beta2=0.999)
+#: The earlier 30,000-step ``default`` recipe, as overrides (:data:`gmmmem.presets.LONG_DEFAULT`).
+LONG_DEFAULT = presets.LONG_DEFAULT
 
 
 class _Adam:
