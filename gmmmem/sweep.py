@@ -366,50 +366,125 @@ def load_sweep(path: str | Path) -> list[dict[str, Any]]:
     return [rec for _, rec in good]
 
 
-def arrays(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    r"""The per-configuration arrays a fit of the time weights needs, from sweep records.
+@dataclass(frozen=True)
+class SweepTable:
+    r"""A sweep as a table: one row per configuration, NumPy array columns.
 
-    Returns, for C records: ``d``, ``K``, ``N``, ``var``, ``seed`` (C,); ``measured`` (C,)
-    :math:`M_{pt}/N` (NaN where the record has none); ``interval`` (C, 2) its 95% bootstrap
-    interval over N (the stored ``midpoint_interval_over_N``, recomputed with
-    :func:`~gmmmem.experiments.midpoint_interval` for records made before it was stored; NaN at
-    an open end); ``status`` (C,) :func:`~gmmmem.experiments.midpoint_status`; ``times`` (T,);
-    ``sizes`` (C, S) the coarse stage's model sizes over N; ``gen`` (C, T) the true mixture's
-    training loss and ``pmem`` (C, S, T) the partially memorizing models' at those sizes
-    (Monte Carlo, x0 units), the inputs of :func:`gmmmem.weights.fit_lambda_from_losses`.
-    Every record must have the same times and the same number S of coarse sizes.
+    ``d``, ``K``, ``N``, ``var``, ``seed`` (C,); ``measured`` (C,) :math:`M_{pt}/N` (NaN where
+    the record has none); ``interval`` (C, 2) its 95% bootstrap interval over N (the stored
+    ``midpoint_interval_over_N``, recomputed with :func:`~gmmmem.experiments.midpoint_interval`
+    for records made before it was stored; NaN at an open end); ``status`` (C,)
+    :func:`~gmmmem.experiments.midpoint_status`; ``start``, ``end`` (C,) the smallest model
+    sizes with ratio >= 0.1 and >= 0.9 (NaN if none); ``times`` (T,); ``sizes`` (C, S) the coarse
+    stage's model sizes over N; ``gen`` (C, T) the true mixture's training loss and ``pmem``
+    (C, S, T) the partially memorizing models' at those sizes (Monte Carlo, x0 units), the
+    inputs of :func:`gmmmem.weights.fit_lambda_from_losses`; ``records`` the records themselves
+    (settings, provenance). Every record must have the same times and number of coarse sizes.
     """
-    records = list(records)
-    if not records:
-        raise ValueError("records is empty")
-    out: dict[str, Any] = {name: np.array([r["config"][name] for r in records])
-                           for name in ("d", "K", "N", "var", "seed")}
-    out["measured"] = np.array([np.nan if r["midpoint_over_N"] is None else r["midpoint_over_N"]
-                                for r in records], dtype=float)
-    interval = []
-    for r in records:
-        iv = r.get("midpoint_interval_over_N")
-        if iv is None:
-            n = r["settings"]["eval_config"]["num_samples"]
-            iv = [None if v is None else v / r["config"]["N"]
-                  for v in midpoint_interval(r["model_sizes"], r["memorization_ratio"], n)]
-        interval.append([np.nan if v is None else v for v in iv])
-    out["interval"] = np.array(interval, dtype=float)
-    out["status"] = np.array([r.get("midpoint_status") or midpoint_status(r["memorization_ratio"])
-                              for r in records])
-    times = records[0]["times"]
-    if any(r["times"] != times for r in records):
-        raise ValueError("the records do not share one time grid")
-    out["times"] = np.array(times, dtype=float)
-    coarse = [np.array(r["stage"]) == "coarse" for r in records]
-    if len({int(c.sum()) for c in coarse}) != 1:
-        raise ValueError(f"the records have different numbers of coarse sizes: {sorted({int(c.sum()) for c in coarse})}")
-    out["sizes"] = np.array([np.array(r["model_sizes"])[c] / r["config"]["N"]
-                             for r, c in zip(records, coarse)], dtype=float)
-    out["gen"] = np.array([r["reference"]["true_train"] for r in records], dtype=float)
-    out["pmem"] = np.array([np.array(r["reference"]["pmem_train"])[c]
-                            for r, c in zip(records, coarse)], dtype=float)
-    return out
+
+    d: np.ndarray
+    K: np.ndarray
+    N: np.ndarray
+    var: np.ndarray
+    seed: np.ndarray
+    measured: np.ndarray
+    interval: np.ndarray
+    status: np.ndarray
+    times: np.ndarray
+    sizes: np.ndarray
+    gen: np.ndarray
+    pmem: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    records: tuple = field(repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SweepTable":
+        """The table of a sweep file (:func:`load_sweep`)."""
+        return cls.from_records(load_sweep(path))
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict[str, Any]]) -> "SweepTable":
+        """The table of sweep records (as :func:`load_sweep` returns them)."""
+        records = list(records)
+        if not records:
+            raise ValueError("records is empty")
+        columns = {name: np.array([r["config"][name] for r in records])
+                   for name in ("d", "K", "N", "var", "seed")}
+        measured = np.array([np.nan if r["midpoint_over_N"] is None else r["midpoint_over_N"]
+                             for r in records], dtype=float)
+        interval = []
+        for r in records:
+            iv = r.get("midpoint_interval_over_N")
+            if iv is None:
+                n = r["settings"]["eval_config"]["num_samples"]
+                iv = [None if v is None else v / r["config"]["N"]
+                      for v in midpoint_interval(r["model_sizes"], r["memorization_ratio"], n)]
+            interval.append([np.nan if v is None else v for v in iv])
+        status = np.array([r.get("midpoint_status") or midpoint_status(r["memorization_ratio"])
+                           for r in records])
+        times = records[0]["times"]
+        if any(r["times"] != times for r in records):
+            raise ValueError("the records do not share one time grid")
+        coarse = [np.array(r["stage"]) == "coarse" for r in records]
+        if len({int(c.sum()) for c in coarse}) != 1:
+            raise ValueError("the records have different numbers of coarse sizes: "
+                             f"{sorted({int(c.sum()) for c in coarse})}")
+        return cls(
+            **columns, measured=measured, interval=np.array(interval, dtype=float), status=status,
+            times=np.array(times, dtype=float),
+            sizes=np.array([np.array(r["model_sizes"])[c] / r["config"]["N"]
+                            for r, c in zip(records, coarse)], dtype=float),
+            gen=np.array([r["reference"]["true_train"] for r in records], dtype=float),
+            pmem=np.array([np.array(r["reference"]["pmem_train"])[c]
+                           for r, c in zip(records, coarse)], dtype=float),
+            start=np.array([np.nan if r["start"] is None else r["start"] for r in records], dtype=float),
+            end=np.array([np.nan if r["end"] is None else r["end"] for r in records], dtype=float),
+            records=tuple(records),
+        )
+
+    def _shared(self, name: str, drop: str | None = None) -> Any:
+        """A setting every record has the same value of (but for its field ``drop``);
+        ValueError if they differ."""
+        values = [{k: v for k, v in r["settings"][name].items() if k != drop} for r in self.records]
+        if len({json.dumps(v, sort_keys=True) for v in values}) != 1:
+            raise ValueError(f"the records differ in {name!r}")
+        return values[0]
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """The training recipe of every record (with the first row's seed; each row has its own)."""
+        return TrainConfig(**self._shared("train_config", drop="seed"), seed=int(self.seed[0]))
+
+    @property
+    def eval_config(self) -> EvalConfig:
+        """The evaluation settings of every record."""
+        return EvalConfig(**self._shared("eval_config"))
+
+    @property
+    def wall_seconds(self) -> np.ndarray:
+        """Wall time of each configuration, from its provenance (C,)."""
+        return np.array([r["provenance"]["wall_seconds"] for r in self.records], dtype=float)
+
+    def __len__(self) -> int:
+        return len(self.d)
+
+    @property
+    def standard_error(self) -> np.ndarray:
+        """The sampling standard error of each M_pt/N, its 95% interval read as +-1.96 s.e. (C,)."""
+        return (self.interval[:, 1] - self.interval[:, 0]) / (2 * 1.959963984540054)
+
+    def row(self, d: int, K: int, N: int) -> int:
+        """The index of configuration (d, K, N) (KeyError if the table has none, or several)."""
+        rows = np.flatnonzero((self.d == d) & (self.K == K) & (self.N == N))
+        if len(rows) != 1:
+            raise KeyError(f"{len(rows)} rows for (d, K, N) = ({d}, {K}, {N})")
+        return int(rows[0])
+
+    @property
+    def configs(self) -> list[tuple[int, int, int]]:
+        """(d, K, N) of each row."""
+        return [(int(d), int(K), int(N)) for d, K, N in zip(self.d, self.K, self.N)]
 
 
 def _write_jsonl_atomic(path: Path, records: Sequence[dict]) -> None:

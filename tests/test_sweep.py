@@ -379,26 +379,31 @@ def test_command_line(tmp_path, capsys, scheduler, monkeypatch):
     assert [r["settings"]["train_config"]["steps"] for r in load_sweep(out)] == [40] * 2
 
 
-def test_arrays_match_the_records_looked_up_by_size():
-    """sweep.arrays against a lookup by model size: the coarse sizes are round(k N / 10)."""
+def test_table_matches_the_records_looked_up_by_size():
+    """SweepTable against a lookup by model size: the coarse sizes are round(k N / 10)."""
     recs = load_sweep(ROOT / "data" / "sweeps" / "paper_grid.jsonl")[:6]
-    a = sweep.arrays(recs)
-    assert a["sizes"].shape == (6, 10) and a["pmem"].shape == (6, 10, 26) and a["gen"].shape == (6, 26)
+    a = sweep.SweepTable.from_records(recs)
+    assert len(a) == 6 and a.sizes.shape == (6, 10) and a.pmem.shape == (6, 10, 26) and a.gen.shape == (6, 26)
     for i, r in enumerate(recs):
         N = r["config"]["N"]
-        assert (a["d"][i], a["K"][i], a["N"][i]) == (r["config"]["d"], r["config"]["K"], N)
-        assert a["measured"][i] == pytest.approx(r["midpoint"] / N)
+        assert (a.d[i], a.K[i], a.N[i]) == (r["config"]["d"], r["config"]["K"], N)
+        assert a.row(*a.configs[i]) == i and a.records[i] is r
+        assert a.measured[i] == pytest.approx(r["midpoint"] / N)
         for k in range(1, 11):
             j = r["model_sizes"].index(round(k * N / 10))
-            assert a["sizes"][i, k - 1] == pytest.approx(round(k * N / 10) / N)
-            assert np.array_equal(a["pmem"][i, k - 1], r["reference"]["pmem_train"][j])
-        assert np.array_equal(a["gen"][i], r["reference"]["true_train"])
-        assert np.allclose(a["interval"][i], r["midpoint_interval_over_N"])
+            assert a.sizes[i, k - 1] == pytest.approx(round(k * N / 10) / N)
+            assert np.array_equal(a.pmem[i, k - 1], r["reference"]["pmem_train"][j])
+        assert np.array_equal(a.gen[i], r["reference"]["true_train"])
+        assert np.allclose(a.interval[i], r["midpoint_interval_over_N"])
+        lo, hi = r["midpoint_interval_over_N"]
+        assert a.standard_error[i] == pytest.approx((hi - lo) / (2 * 1.959963984540054))
+    with pytest.raises(KeyError):
+        a.row(1, 2, 3)
     # A record made before intervals were stored gets the same interval, recomputed.
     old = [{k: v for k, v in r.items() if k not in ("midpoint_interval_over_N", "midpoint_status")}
            for r in recs]
-    b = sweep.arrays(old)
-    assert np.allclose(b["interval"], a["interval"]) and (b["status"] == "measured").all()
+    b = sweep.SweepTable.from_records(old)
+    assert np.allclose(b.interval, a.interval) and (b.status == "measured").all()
     bad = [dict(recs[0]), dict(recs[1], times=recs[1]["times"][:-1])]
     with pytest.raises(ValueError, match="time grid"):
-        sweep.arrays(bad)
+        sweep.SweepTable.from_records(bad)
