@@ -229,7 +229,8 @@ def _phase_transition_options(pt: argparse.ArgumentParser, sizes: bool = True) -
     pt.set_defaults(run=_phase_transition, parser=pt)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser, every subcommand with its options."""
     parser = argparse.ArgumentParser(prog="python -m gmmmem", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -349,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     ds.add_argument("--no-progress", action="store_true", help="no progress bar")
     ds.set_defaults(run=_data_size, parser=ds)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # The command, as typed, goes into the provenance of every result it writes (Dask workers
     # started by it inherit the environment).
     words = sys.argv[1:] if argv is None else list(argv)
