@@ -121,9 +121,9 @@ def _normalized(weights: torch.Tensor | Sequence[float], n: int) -> torch.Tensor
 def crossover(
     t: torch.Tensor | Sequence[float],
     weights: torch.Tensor | Sequence[float],
-    var: float = 1.0,
+    var: float | Sequence[float] | np.ndarray = 1.0,
     c: float = 2.0,
-) -> float:
+) -> float | np.ndarray:
     r"""Closed-form crossover ratio :math:`M^\star/N` for time weights :math:`\lambda_t \ge 0`.
 
     Solving :math:`\sum_t \lambda_t\,[\text{gen\_excess}_t - \text{pmem\_excess}_t(M)] = 0`
@@ -134,12 +134,18 @@ def crossover(
     which for ``c = 2`` is the rebuttal's
     :math:`\sum_t \bar\lambda_t (\tfrac12 + \psi_t s^2)/(1 + \psi_t s^2)`;
     :math:`\bar\lambda` are the weights normalized to sum to one. The result does not
-    depend on ``d`` or ``N``.
+    depend on ``d`` or ``N``. ``var`` is a scalar (returns a float) or an array of
+    per-configuration data variances (returns an array of its shape).
     """
-    validate.variance(var)
+    if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+        raise ValueError(f"c must be a finite number > 0, got {c}")
+    v = np.asarray(var.detach().cpu() if isinstance(var, torch.Tensor) else var, dtype=float)
+    if not np.isfinite(v).all() or (v < 0).any():
+        raise ValueError(f"var must be finite and >= 0, got {v}")
     t = _as_times(t).reshape(-1)
     w = _normalized(weights, t.numel())
-    return float(1.0 - (w / (1.0 + snr(t) * var)).sum() / c)
+    out = 1.0 - (w / (1.0 + snr(t) * torch.as_tensor(v)[..., None])).sum(-1) / c
+    return float(out) if v.ndim == 0 else out.numpy()
 
 
 def crossover_from_losses(

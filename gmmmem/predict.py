@@ -274,9 +274,9 @@ def predict(d: int, K: int, N: int, var: float = 1.0,
     for note in notes:
         warnings.warn(note, RangeWarning, stacklevel=2)
 
-    from .weights import crossover_ratio  # torch: imported once the input is known to be good
+    from .losses import crossover  # torch: imported once the input is known to be good
 
-    ratio = float(crossover_ratio(fitted["weights"], fitted["times"], var, fitted["c"]))
+    ratio = float(crossover(fitted["times"], fitted["weights"], var, fitted["c"]))
     width = fitted["width"]
     held = fitted["held_out"]
     return Prediction(

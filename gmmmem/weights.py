@@ -137,25 +137,6 @@ def design_matrix(t: ArrayLike, var: ArrayLike, c: float = 2.0) -> np.ndarray:
     return 1.0 - 1.0 / (c * (1.0 + psi * v[..., None]))
 
 
-def crossover_ratio(
-    weights: ArrayLike, t: ArrayLike, var: ArrayLike, c: float = 2.0
-) -> float | np.ndarray:
-    r"""Closed-form crossover :math:`M^\star/N = \sum_t \bar w_t f_t(s^2)`.
-
-    .. math:: \frac{M^\star}{N} = 1 - \frac1c \sum_t \frac{\bar w_t}{1+\psi_t s^2}
-              \;\overset{c=2}{=}\; \sum_t \bar w_t \frac{\tfrac12 + \psi_t s^2}{1+\psi_t s^2},
-
-    :math:`\bar w` the weights normalized to sum to one (the same number as
-    :func:`gmmmem.losses.crossover`). ``var`` may be a scalar (returns a float) or an array of
-    per-configuration variances (returns an array of the same shape).
-    """
-    t = _times(t)
-    w = _simplex_weights(weights, t.size)
-    F = design_matrix(t, var, c)
-    out = F @ w
-    return float(out) if np.ndim(out) == 0 else out
-
-
 def _simplex_lstsq(G: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     r"""Exact :math:`\arg\min_{w \in \Delta} \|G w - y\|^2` (``y = 0`` when ``None``).
 
@@ -250,8 +231,8 @@ class LambdaFit:
         return int((self.weights > ACTIVE_TOL).sum())
 
     def predict(self, var: ArrayLike) -> float | np.ndarray:
-        """Predicted :math:`M^\\star/N` for variance(s) ``var`` (:func:`crossover_ratio`)."""
-        return crossover_ratio(self.weights, self.t, var, self.c)
+        """Predicted :math:`M^\\star/N` for variance(s) ``var`` (:func:`gmmmem.losses.crossover`)."""
+        return losses.crossover(self.t, self.weights, var, self.c)
 
 
 def fit_lambda(

@@ -14,7 +14,7 @@ from gmmmem.__main__ import main
 from gmmmem.diffusion import time_grid
 from gmmmem.experiments import EvalConfig
 from gmmmem.sweep import load_sweep
-from gmmmem.weights import crossover_ratio
+from gmmmem.losses import crossover
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_fit_on_synthetic_transitions_recovers_them():
     true_w = rng.dirichlet(np.full(t.size, 0.3))
     var = rng.choice([0.25, 0.5, 1.0, 2.0, 4.0], size=24)
     N = rng.choice([40, 80, 120], size=24)
-    mid = crossover_ratio(true_w, t, var)
+    mid = crossover(t, true_w, var)
     records = [_record(30, 3, int(n), float(v), float(m), int(round((m - 0.1) * n)),
                        int(round((m + 0.15) * n))) for n, v, m in zip(N, var, mid)]
     out = P.fit_weights(records)

@@ -1,3 +1,4 @@
+import math
 import warnings
 
 import numpy as np
@@ -19,30 +20,34 @@ def _closed_form_losses(sizes, t, d, var, c=2.0):
     return gen, np.array(pmem)
 
 
-# ----------------------------------------------------------------------------- crossover_ratio
+# ----------------------------------------------------------------------------- the crossover
 
 
 @pytest.mark.parametrize("c", [1.0, 2.0])
 @pytest.mark.parametrize("var", [0.0, 0.3, 1.0, 4.0])
-def test_crossover_ratio_equals_losses_crossover(var, c):
+def test_crossover_is_the_fit_s_design_matrix_times_the_weights(var, c):
+    """losses.crossover against the fit's own path (design_matrix @ normalized weights) and a
+    plain loop over the times."""
     w = np.random.default_rng(0).random(26)
-    expected = losses.crossover(torch.as_tensor(T_GRID), torch.as_tensor(w), var, c)
-    got = weights.crossover_ratio(w, T_GRID, var, c)
+    got = losses.crossover(T_GRID, w, var, c)
     assert isinstance(got, float)
-    assert got == pytest.approx(expected, rel=1e-13)
-    # Also from the time grid as a tensor.
-    assert weights.crossover_ratio(w, diffusion.time_grid(dtype=F64), var, c) == pytest.approx(got, rel=1e-14)
+    assert got == pytest.approx(float(weights.design_matrix(T_GRID, var, c) @ (w / w.sum())), rel=1e-13)
+    psi = [a * a / (s * s) for a, s in ((math.sqrt(1 - t * t), t) for t in T_GRID)]
+    loop = sum(wi * (1 - 1 / (c * (1 + p * var))) for wi, p in zip(w / w.sum(), psi))
+    assert got == pytest.approx(loop, rel=1e-12)
+    # the same from tensors
+    assert losses.crossover(diffusion.time_grid(dtype=F64), torch.as_tensor(w), var, c) == pytest.approx(got, rel=1e-14)
 
 
-def test_crossover_ratio_is_vectorized_over_variances():
+def test_crossover_is_vectorized_over_variances():
     w = np.random.default_rng(1).random(26)
     var = np.array([[0.25, 0.5, 1.0], [2.0, 4.0, 0.0]])
-    got = weights.crossover_ratio(w, T_GRID, var)
+    got = losses.crossover(T_GRID, w, var)
     assert got.shape == var.shape
     for idx in np.ndindex(var.shape):
         assert got[idx] == pytest.approx(losses.crossover(T_GRID, w, float(var[idx])), rel=1e-13)
     # Uniform weights at var = 1: the rebuttal's formula, and NOTES §5's 0.830.
-    assert weights.crossover_ratio(np.ones(26), T_GRID, 1.0) == pytest.approx(0.830, abs=5e-4)
+    assert losses.crossover(T_GRID, np.ones(26), 1.0) == pytest.approx(0.830, abs=5e-4)
 
 
 # ----------------------------------------------------------------------------- fit_lambda
@@ -65,11 +70,11 @@ def test_fit_lambda_reproduces_predictions_at_the_noise_level():
     base = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
     var = np.repeat(base, 12) * np.exp(rng.uniform(-0.3, 0.3, 60))  # 60 configs, varied var
     w_true = rng.dirichlet(np.full(26, 0.3))
-    clean = weights.crossover_ratio(w_true, T_GRID, var)
+    clean = losses.crossover(T_GRID, w_true, var)
     noise = 2e-4
     measured = clean + noise * rng.normal(size=60)
     # The test can bite: the uniform weights (a wrong answer) are far off at this noise level.
-    assert np.mean((weights.crossover_ratio(np.ones(26), T_GRID, var) - clean) ** 2) > 100 * noise**2
+    assert np.mean((losses.crossover(T_GRID, np.ones(26), var) - clean) ** 2) > 100 * noise**2
     mask = weights.random_splits(60, 1, 0.25, seed=3)[0]
     fit = weights.fit_lambda(T_GRID, var, measured, mask)
     assert fit.weights.shape == (26,) and np.all(fit.weights >= 0)
@@ -142,7 +147,7 @@ def test_with_equal_variances_the_fit_has_one_degree_of_freedom():
     other = np.zeros(26)
     other[lo], other[hi] = (f[hi] - target) / (f[hi] - f[lo]), (target - f[lo]) / (f[hi] - f[lo])
     assert not np.allclose(other, fit.weights)
-    np.testing.assert_allclose(weights.crossover_ratio(other, T_GRID, var), fit.predictions, atol=1e-12)
+    np.testing.assert_allclose(losses.crossover(T_GRID, other, var), fit.predictions, atol=1e-12)
     # A second variance adds directions.
     assert weights.fit_lambda(T_GRID, np.r_[var, 4.0], np.r_[measured, 0.9]).effective_dof >= 2
 
@@ -204,7 +209,7 @@ def test_closed_form_losses_give_the_closed_form_crossover():
     rows = [(30, 1.0), (60, 1.0), (50, 0.5), (40, 2.0)]
     gen, pmem = zip(*(_closed_form_losses(sizes, T_GRID, d, v) for d, v in rows))
     got = weights.loss_crossings(sizes, np.array(gen), np.array(pmem), w)
-    expected = weights.crossover_ratio(w, T_GRID, np.array([v for _, v in rows]))
+    expected = losses.crossover(T_GRID, w, np.array([v for _, v in rows]))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
@@ -284,7 +289,7 @@ def test_group_splits_leave_one_group_out():
 def test_evaluate_summarizes_train_and_test_error():
     rng = np.random.default_rng(14)
     var = np.repeat([0.25, 0.5, 1.0, 2.0, 4.0, 8.0], 6)
-    measured = weights.crossover_ratio(rng.dirichlet(np.ones(26)), T_GRID, var) + 1e-3 * rng.normal(size=36)
+    measured = losses.crossover(T_GRID, rng.dirichlet(np.ones(26)), var) + 1e-3 * rng.normal(size=36)
     splits = weights.group_splits(var)
     out = weights.evaluate(lambda m: weights.fit_lambda(T_GRID, var, measured, m), splits)
     assert out["n_splits"] == 6 and out["train_mse"].shape == (6,)
@@ -307,12 +312,12 @@ _P = np.zeros((2, 3, 4))
 @pytest.mark.parametrize(
     "call,word",
     [
-        (lambda: weights.crossover_ratio(np.ones(26), T_GRID, -1.0), "var"),
-        (lambda: weights.crossover_ratio(np.ones(26), T_GRID, [1.0, np.nan]), "var"),
-        (lambda: weights.crossover_ratio(np.ones(25), T_GRID, 1.0), "weights"),
-        (lambda: weights.crossover_ratio(-np.ones(26), T_GRID, 1.0), "weights"),
-        (lambda: weights.crossover_ratio(np.ones(2), [0.0, 0.5], 1.0), "t"),
-        (lambda: weights.crossover_ratio(np.ones(26), T_GRID, 1.0, c=0.0), "c"),
+        (lambda: losses.crossover(T_GRID, np.ones(26), -1.0), "var"),
+        (lambda: losses.crossover(T_GRID, np.ones(26), [1.0, np.nan]), "var"),
+        (lambda: losses.crossover(T_GRID, np.ones(25), 1.0), "weights"),
+        (lambda: losses.crossover(T_GRID, -np.ones(26), 1.0), "weights"),
+        (lambda: losses.crossover([0.0, 0.5], np.ones(2), 1.0), "t"),
+        (lambda: losses.crossover(T_GRID, np.ones(26), 1.0, c=0.0), "c"),
         (lambda: weights.fit_lambda(T_GRID, [1.0, 2.0], [0.5]), "measured"),
         (lambda: weights.fit_lambda(T_GRID, [1.0, 2.0], [0.5, 1.5]), "measured"),
         (lambda: weights.fit_lambda(T_GRID, [1.0, -2.0], [0.5, 0.5]), "var"),
