@@ -265,7 +265,7 @@ def _measure(trained, truth_denoise, X, X_test, ev: EvalConfig, seed: int):
     models = [trained.denoiser(k) for k in range(len(sizes))]
     pmems = [point_masses(X[order[:M]]) for M in sizes]
     refs = [truth_denoise, point_masses(X)]
-    ratio = [metrics.memorization_ratio(samples, X) for samples in generate_samples(models, X, ev, seed)]
+    ratio = sample_ratios(trained, X, ev, seed)
     return ratio, split_losses(models + pmems + refs, X, X_test, ev, seed)
 
 
@@ -401,18 +401,14 @@ def _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, b
     )
 
 
-#: Training noise draws of the template model at the CPU scales (:data:`gmmmem.presets.TEMPLATE_DRAWS`).
-TEMPLATE_DRAWS = presets.TEMPLATE_DRAWS
-
-
 def template_config(scale: str, **overrides) -> TrainConfig:
-    """The training preset of ``scale`` for template models: ``TEMPLATE_DRAWS`` noise draws
-    except at ``paper`` scale; fields overridable (``seed=...``, ``steps=...``). At ``default``
+    """The training preset of ``scale`` for template models: :data:`gmmmem.presets.TEMPLATE_DRAWS`
+    noise draws except at ``paper`` scale; fields overridable (``seed=...``, ``steps=...``). At ``default``
     scale the template model keeps the 30,000-step recipe (:data:`gmmmem.presets.TEMPLATE_DEFAULT`):
     the faster one leaves its training objective 17-30 times the true mixture's (chapter 5)."""
     if check_scale(scale) != "paper":
         long = presets.TEMPLATE_DEFAULT if scale == "default" else {}
-        overrides = {**long, "num_draws": TEMPLATE_DRAWS, **overrides}
+        overrides = {**long, "num_draws": presets.TEMPLATE_DRAWS, **overrides}
     return TrainConfig.preset(scale, **overrides)
 
 
@@ -484,7 +480,7 @@ def phase_transition_templates(
         settings["snapshots"] = steps
         measured = {
             "steps": steps,
-            "memorization_ratio": [snapshot_ratio(trained.snapshots[s], X, ev, seed) for s in steps],
+            "memorization_ratio": [sample_ratios(trained.snapshots[s], X, ev, seed) for s in steps],
             "var": [trained.snapshots[s].var for s in steps],
         }
     result = _result(3 * size * size, K, N, trained, ratio, losses, stats, arrays, settings, ev,
@@ -494,8 +490,8 @@ def phase_transition_templates(
     return result
 
 
-def snapshot_ratio(trained, X: torch.Tensor, ev: EvalConfig, seed: int) -> list[float]:
-    """The memorization ratio of each size of ``trained`` (its DDIM samples drawn with the same
-    noise as the final models' in :func:`phase_transition_templates`)."""
+def sample_ratios(trained, X: torch.Tensor, ev: EvalConfig, seed: int) -> list[float]:
+    """The memorization ratio of each size of ``trained`` (its DDIM samples, drawn with the
+    sampler noise of ``seed``: the same for the final models and their snapshots)."""
     models = [trained.denoiser(k) for k in range(len(trained.model_sizes))]
     return [metrics.memorization_ratio(x, X) for x in generate_samples(models, X, ev, seed)]

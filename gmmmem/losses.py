@@ -137,11 +137,8 @@ def crossover(
     depend on ``d`` or ``N``. ``var`` is a scalar (returns a float) or an array of
     per-configuration data variances (returns an array of its shape).
     """
-    if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
-        raise ValueError(f"c must be a finite number > 0, got {c}")
-    v = np.asarray(var.detach().cpu() if isinstance(var, torch.Tensor) else var, dtype=float)
-    if not np.isfinite(v).all() or (v < 0).any():
-        raise ValueError(f"var must be finite and >= 0, got {v}")
+    c = validate.positive(c, "c")
+    v = validate.variances(var)
     t = _as_times(t).reshape(-1)
     w = _normalized(weights, t.numel())
     out = 1.0 - (w / (1.0 + snr(t) * torch.as_tensor(v)[..., None])).sum(-1) / c

@@ -348,14 +348,10 @@ def _measure(trained: TrainedMLPs, truth_denoise, X, X_test, ev: EvalConfig, see
     return ratio, median, split_losses(models + refs, X, X_test, ev, seed)
 
 
-#: The network's training at ``default`` scale (:data:`gmmmem.presets.MLP_DEFAULT`).
-MLP_DEFAULT = presets.MLP_DEFAULT
-
-
 def width_config(scale: str, **overrides) -> TrainConfig:
-    """The training preset of ``scale`` for the MLP: :data:`MLP_DEFAULT` at ``default`` scale,
+    """The training preset of ``scale`` for the MLP: :data:`gmmmem.presets.MLP_DEFAULT` at ``default`` scale,
     the preset itself otherwise; fields overridable (``seed=...``, ``steps=...``)."""
-    base = MLP_DEFAULT if check_scale(scale) == "default" else {}
+    base = presets.MLP_DEFAULT if check_scale(scale) == "default" else {}
     return TrainConfig.preset(scale, **{**base, **overrides})
 
 

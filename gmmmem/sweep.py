@@ -128,9 +128,6 @@ def product(ds, Ks, Ns, variances=(1.0,), seeds=(0,)) -> tuple[Config, ...]:
     return tuple(Config(*c) for c in itertools.product(ds, Ks, Ns, variances, seeds))
 
 
-#: Eight configurations of the paper's grid repeated with other seeds (:data:`gmmmem.presets.SEED_CONFIGS`).
-SEED_CONFIGS = presets.SEED_CONFIGS
-
 #: The named grids; what each is for and what it costs: :mod:`gmmmem.presets`.
 GRIDS: dict[str, Grid] = {
     "paper": Grid(product(**presets.PAPER_GRID), "default"),

@@ -113,9 +113,6 @@ class TrainConfig:
 #: The training recipe of each scale (the values and why: :data:`gmmmem.presets.TRAIN`).
 PRESETS = {scale: TrainConfig(**fields) for scale, fields in presets.TRAIN.items()}
 
-#: The earlier 30,000-step ``default`` recipe, as overrides (:data:`gmmmem.presets.LONG_DEFAULT`).
-LONG_DEFAULT = presets.LONG_DEFAULT
-
 
 class _Adam:
     """Adam (Kingma & Ba) on a list of tensors, optionally followed by an EMA of the updates.
@@ -288,6 +285,53 @@ def size_groups(sizes: Sequence[int], overhead: float) -> list[list[int]]:
     return groups[::-1]
 
 
+def padding_bias(sizes: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """(S, 1, Mmax), added to the logits of a group padded to its largest size: 0 on each
+    size's own components, -inf on its padding (softmax weight 0, so no gradient either)."""
+    bias = torch.zeros(len(sizes), 1, max(sizes), dtype=like.dtype, device=like.device)
+    for k, M in enumerate(sizes):
+        bias[k, 0, M:] = -math.inf
+    return bias
+
+
+class SizeGroups:
+    """Model sizes trained side by side in groups (:func:`size_groups` with ``overhead``), each
+    group padded to its largest size and made by ``make_group(sizes)``: an object with
+    ``params``, ``log_std`` (S,) and ``loss_and_grad(x0, t, eps)`` returning the mean loss of
+    its sizes and their gradients. Losses and variances come back in the order of ``sizes``."""
+
+    def __init__(self, sizes: Sequence[int], overhead: float, make_group: Callable) -> None:
+        self.order = sorted(range(len(sizes)), key=lambda k: sizes[k])
+        self.layout = size_groups([sizes[k] for k in self.order], overhead)
+        self.groups = [make_group(g) for g in self.layout]
+        self.params = [p for g in self.groups for p in g.params]
+        self.num_models = len(sizes)
+
+    def _in_order(self, values: torch.Tensor) -> torch.Tensor:
+        """Values of every size, given in increasing size, in the order of ``sizes``."""
+        out = torch.empty_like(values)
+        out[self.order] = values
+        return out
+
+    def _list_in_order(self, values: list) -> list:
+        """The same for a list."""
+        inverse = sorted(range(self.num_models), key=lambda k: self.order[k])
+        return [values[k] for k in inverse]
+
+    def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mean loss per size (S,) in the order of ``sizes``, and the gradients of every group."""
+        losses, grads = [], []
+        for g in self.groups:
+            loss, grad = g.loss_and_grad(x0, t, eps)
+            losses.append(loss)
+            grads.extend(grad)
+        return self._in_order(torch.cat(losses)), grads
+
+    def variance(self) -> torch.Tensor:
+        """The learned variance of each size (S,), in the order of ``sizes``."""
+        return self._in_order(torch.cat([torch.exp(2 * g.log_std) for g in self.groups]))
+
+
 class _IsotropicMixtures:
     """One group of sizes of :func:`train_gmm`: means (S, Mmax, d) padded to the group's
     largest size (masked by ``bias``) and one log standard deviation per size (S,)."""
@@ -297,13 +341,10 @@ class _IsotropicMixtures:
         self.means = start[:Mmax].expand(S, Mmax, d).clone()
         self.log_std = torch.full((S,), 0.5 * math.log(init_var), device=start.device,
                                   dtype=start.dtype)
-        self.bias = torch.zeros(S, 1, Mmax, device=start.device, dtype=start.dtype)
-        for k, M in enumerate(sizes):
-            self.bias[k, 0, M:] = -math.inf
+        self.bias = padding_bias(sizes, start)
         budget = CHUNK_FLOATS if start.device.type == "cpu" else 64 * CHUNK_FLOATS
         self.chunk = max(1, budget // (S * Mmax))
         self.params = [self.means, self.log_std]
-        self.num_models = S
         self.sizes = list(sizes)
 
     def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -321,36 +362,13 @@ class _IsotropicMixtures:
         return loss / rows, grads
 
 
-class _PackedMixtures:
-    """The trainable state of :func:`train_gmm`: the sizes in groups (:func:`size_groups`),
-    each an :class:`_IsotropicMixtures`; losses and parameters in the order of ``sizes``."""
+class _PackedMixtures(SizeGroups):
+    """The trainable state of :func:`train_gmm`: the sizes in groups, each an
+    :class:`_IsotropicMixtures` (the split weighs padding against ``GROUP_OVERHEAD``)."""
 
     def __init__(self, start: torch.Tensor, sizes: list[int], init_var: float, rows: int) -> None:
-        self.order = sorted(range(len(sizes)), key=lambda k: sizes[k])
-        ordered = [sizes[k] for k in self.order]
         overhead = GROUP_OVERHEAD["cpu" if start.device.type == "cpu" else "cuda"] / rows
-        self.layout = size_groups(ordered, overhead)
-        self.groups = [_IsotropicMixtures(start, g, init_var) for g in self.layout]
-        self.params = [p for g in self.groups for p in g.params]
-        self.num_models = len(sizes)
-
-    def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Mean loss per size (S,) in the order of ``sizes``, and the gradients of every group."""
-        losses, grads = [], []
-        for g in self.groups:
-            loss, grad = g.loss_and_grad(x0, t, eps)
-            losses.append(loss)
-            grads.extend(grad)
-        loss = losses[0].new_empty(self.num_models)
-        loss[self.order] = torch.cat(losses)
-        return loss, grads
-
-    def variance(self) -> torch.Tensor:
-        """The learned variance s^2 of each size (S,), in the order of ``sizes``."""
-        var = torch.cat([torch.exp(2 * g.log_std) for g in self.groups])
-        out = torch.empty_like(var)
-        out[self.order] = var
-        return out
+        super().__init__(sizes, overhead, lambda g: _IsotropicMixtures(start, g, init_var))
 
     def learned(self) -> tuple[list[torch.Tensor], list[float]]:
         """The means (M, d) and the variance of each size, in the order of ``sizes``, on the CPU."""
@@ -358,8 +376,7 @@ class _PackedMixtures:
         for g in self.groups:
             m = g.means.cpu()
             means += [m[k, :M].clone() for k, M in enumerate(g.sizes)]
-        inverse = sorted(range(self.num_models), key=lambda k: self.order[k])
-        return [means[k] for k in inverse], self.variance().cpu().tolist()
+        return self._list_in_order(means), self.variance().cpu().tolist()
 
 
 class Trainable(Protocol):

@@ -38,8 +38,8 @@ import torch
 from . import validate
 from .device import resolve, single_threaded, tune_cpu_allocator
 from .templates import lowrank_denoise
-from .train import (CHUNK_FLOATS, GROUP_OVERHEAD, TrainConfig, checkpoint_key, fit,
-                    pmem_init_order, size_groups)
+from .train import (CHUNK_FLOATS, GROUP_OVERHEAD, SizeGroups, TrainConfig, checkpoint_key, fit,
+                    padding_bias, pmem_init_order)
 
 
 #: Below this :func:`step_work` a CPU step runs faster on one thread than on two. Measured by
@@ -175,56 +175,39 @@ class _TemplateGroup:
         self.colors = colors[:Mmax].expand(S, *colors[:Mmax].shape).clone()
         self.log_std = torch.full((S,), 0.5 * math.log(init_var),
                                   dtype=templates.dtype, device=templates.device)
-        self.bias = torch.zeros(S, 1, Mmax, dtype=templates.dtype, device=templates.device)
-        for k, M in enumerate(sizes):
-            self.bias[k, 0, M:] = -math.inf
+        self.bias = padding_bias(sizes, templates)
         self.params = [self.templates, self.colors, self.log_std]
         budget = CHUNK_FLOATS if templates.device.type == "cpu" else 64 * CHUNK_FLOATS
         self.chunk = max(1, budget // (3 * S * max(Mmax, templates.shape[1])))
 
-    def loss_and_grad(self, x0, t, eps, rows: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Loss per size (S,) summed over these rows / ``rows``, and its gradients."""
+    def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mean eps-prediction loss (x0 units, weight psi_t) per size (S,) over the rows of
+        flattened images (rows, 3q), and its gradients, in chunks of rows."""
+        rows = x0.shape[0]
+        x0, eps = x0.view(rows, 3, -1), eps.view(rows, 3, -1)
         loss = torch.zeros_like(self.log_std)
         grads = [torch.zeros_like(p) for p in self.params]
-        for lo in range(0, x0.shape[0], self.chunk):
-            hi = min(x0.shape[0], lo + self.chunk)
+        for lo in range(0, rows, self.chunk):
+            hi = min(rows, lo + self.chunk)
             part, *grad = _loss_and_grad(x0[lo:hi], t[lo:hi], eps[lo:hi], self.templates,
                                          self.colors, self.log_std, self.bias, 1.0 / rows)
             loss += part
             for total, g in zip(grads, grad):
                 total += g
-        return loss, grads
+        return loss / rows, grads
 
 
-class _TemplateMixtures:
+class _TemplateMixtures(SizeGroups):
     """Trainable state of :func:`train_templates`: the sizes in groups, each a
-    :class:`_TemplateGroup`; losses and parameters in the order of ``sizes``. On a CPU every
-    size is its own group (the products dominate a step: padding ten sizes to the largest
-    nearly doubles it); on a GPU, where a step is bound by kernel launches, the sizes are
-    grouped as :func:`gmmmem.train.train_gmm` groups them (``GROUP_OVERHEAD["cuda"]``)."""
+    :class:`_TemplateGroup`. On a CPU every size is its own group (the products dominate a
+    step: padding ten sizes to the largest nearly doubles it); on a GPU, where a step is bound
+    by kernel launches, the sizes are grouped as :func:`gmmmem.train.train_gmm` groups them
+    (``GROUP_OVERHEAD["cuda"]``)."""
 
     def __init__(self, templates: torch.Tensor, colors: torch.Tensor, sizes: list[int],
                  init_var: float, rows: int) -> None:
-        self.order = sorted(range(len(sizes)), key=lambda k: sizes[k])
-        ordered = [sizes[k] for k in self.order]
-        cpu = templates.device.type == "cpu"
-        self.layout = size_groups(ordered, 0.0 if cpu else GROUP_OVERHEAD["cuda"] / rows)
-        self.groups = [_TemplateGroup(templates, colors, g, init_var) for g in self.layout]
-        self.params = [p for g in self.groups for p in g.params]
-        self.num_models = len(sizes)
-
-    def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Mean eps-prediction loss (x0 units, weight psi_t) per size and its gradients."""
-        rows = x0.shape[0]
-        x0, eps = x0.view(rows, 3, -1), eps.view(rows, 3, -1)
-        losses, grads = [], []
-        for g in self.groups:
-            loss, grad = g.loss_and_grad(x0, t, eps, rows)
-            losses.append(loss)
-            grads.extend(grad)
-        loss = losses[0].new_empty(self.num_models)
-        loss[self.order] = torch.cat(losses) / rows
-        return loss, grads
+        overhead = 0.0 if templates.device.type == "cpu" else GROUP_OVERHEAD["cuda"] / rows
+        super().__init__(sizes, overhead, lambda g: _TemplateGroup(templates, colors, g, init_var))
 
     def unpack(self, params: Sequence[torch.Tensor]) -> tuple[list, list, list[float]]:
         """Templates (M, q), colour means (M, 3) and colour variance of each size, in the order
@@ -235,16 +218,7 @@ class _TemplateMixtures:
             templates += [T[k, :M].clone() for k, M in enumerate(g.sizes)]
             colors += [mu[k, :M].clone() for k, M in enumerate(g.sizes)]
             var += torch.exp(2 * log_std).tolist()
-        inverse = sorted(range(self.num_models), key=lambda k: self.order[k])
-        return ([templates[k] for k in inverse], [colors[k] for k in inverse],
-                [var[k] for k in inverse])
-
-    def variance(self) -> torch.Tensor:
-        """The learned colour variance of each size (S,), in the order of ``sizes``."""
-        var = torch.cat([torch.exp(2 * g.log_std) for g in self.groups])
-        out = torch.empty_like(var)
-        out[self.order] = var
-        return out
+        return self._list_in_order(templates), self._list_in_order(colors), self._list_in_order(var)
 
 
 @dataclass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -36,6 +38,34 @@ def variance(var: float | torch.Tensor, name: str = "var") -> float | torch.Tens
     if not value >= 0.0 or value == float("inf"):
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
     return var
+
+
+def array(x: Any, name: str) -> np.ndarray:
+    """A scalar or array of finite numbers (a tensor too), as a float64 NumPy array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def variances(var: Any, name: str = "var") -> np.ndarray:
+    """A scalar or array of finite, non-negative numbers (a tensor too), as a float64 array."""
+    arr = array(var, name)
+    if (arr < 0).any():
+        raise ValueError(f"{name} must be >= 0, got minimum {arr.min()}")
+    return arr
+
+
+def positive(x: Any, name: str) -> float:
+    """A finite number > 0."""
+    if not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {x}")
+    return float(x)
 
 
 def times(t: float | torch.Tensor, name: str = "t") -> float | torch.Tensor:

@@ -67,33 +67,8 @@ def _times(t: ArrayLike) -> np.ndarray:
     return arr
 
 
-def _array(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from None
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def _variances(var: ArrayLike, name: str = "var") -> np.ndarray:
-    arr = _array(var, name)
-    if (arr < 0).any():
-        raise ValueError(f"{name} must be >= 0, got minimum {arr.min()}")
-    return arr
-
-
-def _constant(c: float) -> float:
-    if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
-        raise ValueError(f"c must be a finite number > 0, got {c}")
-    return float(c)
-
-
 def _simplex_weights(weights: ArrayLike, T: int) -> np.ndarray:
-    w = _array(weights, "weights")
+    w = validate.array(weights, "weights")
     if w.shape != (T,):
         raise ValueError(f"weights must have shape ({T},) to match t, got {w.shape}")
     if (w < 0).any() or w.sum() <= 0:
@@ -102,7 +77,7 @@ def _simplex_weights(weights: ArrayLike, T: int) -> np.ndarray:
 
 
 def _measured(measured: ArrayLike, n: int) -> np.ndarray:
-    y = _array(measured, "measured")
+    y = validate.array(measured, "measured")
     if y.shape != (n,):
         raise ValueError(
             f"measured must have shape ({n},), one value per configuration, got {y.shape}"
@@ -131,8 +106,8 @@ def _train_mask(train_mask: ArrayLike | None, n: int) -> np.ndarray:
 def design_matrix(t: ArrayLike, var: ArrayLike, c: float = 2.0) -> np.ndarray:
     r""":math:`F_{it} = f_t(s_i^2) = 1 - 1/(c(1+\psi_t s_i^2))`, shape ``var.shape + (T,)``."""
     t = _times(t)
-    v = _variances(var)
-    c = _constant(c)
+    v = validate.variances(var)
+    c = validate.positive(c, "c")
     psi = snr(t)
     return 1.0 - 1.0 / (c * (1.0 + psi * v[..., None]))
 
@@ -258,7 +233,7 @@ def fit_lambda(
     :attr:`LambdaFit.effective_dof`.
     """
     t = _times(t)
-    v = _variances(var)
+    v = validate.variances(var)
     if v.ndim != 1 or v.size == 0:
         raise ValueError(
             f"var must be a non-empty 1-D array, one variance per configuration, "
@@ -268,7 +243,7 @@ def fit_lambda(
     mask = _train_mask(train_mask, v.size)
     if not (math.isfinite(dof_tol) and dof_tol > 0):
         raise ValueError(f"dof_tol must be finite and > 0, got {dof_tol}")
-    c = _constant(c)
+    c = validate.positive(c, "c")
     F = design_matrix(t, v, c)
     Ftr, ytr = F[mask], y[mask]
     n = int(mask.sum())
@@ -299,15 +274,15 @@ def _loss_arrays(
     model_sizes_ratio: Any, gen_losses: Any, pmem_losses: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate and return (sizes (C, S), gaps (C, S, T) = gen - pmem)."""
-    gen = _array(gen_losses, "gen_losses")
-    pmem = _array(pmem_losses, "pmem_losses")
+    gen = validate.array(gen_losses, "gen_losses")
+    pmem = validate.array(pmem_losses, "pmem_losses")
     if gen.ndim != 2 or gen.shape[0] == 0 or gen.shape[1] == 0:
         raise ValueError(f"gen_losses must have shape (C, T) with C, T >= 1, got {gen.shape}")
     C, T = gen.shape
     if pmem.ndim != 3 or pmem.shape[0] != C or pmem.shape[2] != T:
         raise ValueError(f"pmem_losses must have shape (C, S, T) = ({C}, S, {T}), got {pmem.shape}")
     S = pmem.shape[1]
-    sizes = _array(model_sizes_ratio, "model_sizes_ratio")
+    sizes = validate.array(model_sizes_ratio, "model_sizes_ratio")
     if sizes.ndim == 1:
         sizes = np.broadcast_to(sizes, (C, sizes.size))
     if sizes.shape != (C, S):
@@ -570,7 +545,7 @@ def finite_size_losses(
     third of a second per configuration.
     """
     t = _times(t)
-    cols = [_array(x, name).reshape(-1) for x, name in ((d, "d"), (K, "K"), (N, "N"), (var, "var"))]
+    cols = [validate.array(x, name).reshape(-1) for x, name in ((d, "d"), (K, "K"), (N, "N"), (var, "var"))]
     if len({c.size for c in cols}) != 1 or cols[0].size == 0:
         raise ValueError(
             f"d, K, N and var must be non-empty 1-D arrays of one length, got sizes "

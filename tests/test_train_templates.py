@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gmmmem.train_templates as tt
-from gmmmem import metrics
+from gmmmem import metrics, train
 from gmmmem.experiments import PhaseTransitionResult, make_template_data, phase_transition_templates
 from gmmmem.mixtures import gmm_denoise
 from gmmmem.templates import ColoredTemplates, colorize, load_templates, posterior_mean
@@ -91,10 +91,12 @@ def test_grouped_sizes_train_as_each_alone(monkeypatch):
     """With the GPU's grouping forced on the CPU, a padded group trains each size as alone."""
     _, X = _images()
     cfg = TrainConfig(steps=20, peak_lr=1e-2, final_lr=1e-3, num_draws=2, update_ema=0.9)
-    real = tt.size_groups
-    monkeypatch.setattr(tt, "size_groups", lambda sizes, overhead: real(sizes, 1e9))
+    real = train.size_groups
+    monkeypatch.setattr(train, "size_groups", lambda sizes, overhead: real(sizes, 1e9))
     both = train_templates(X, [3, 7], cfg, progress=False, dtype=F64)
-    monkeypatch.setattr(tt, "size_groups", real)
+    ones = torch.ones(7, 4, dtype=F64)
+    assert len(tt._TemplateMixtures(ones, ones[:, :3], [3, 7], 1e-3, rows=1).groups) == 1  # one group
+    monkeypatch.setattr(train, "size_groups", real)
     for k, M in enumerate([3, 7]):
         alone = train_templates(X, [M], cfg, progress=False, dtype=F64)
         torch.testing.assert_close(both.templates[k], alone.templates[0], rtol=1e-9, atol=1e-10)
@@ -318,8 +320,8 @@ def test_phase_transition_templates_measures_snapshots_on_the_same_sampler_noise
 
 
 def test_template_config_keeps_the_authors_optimizer_at_default_scale():
-    from gmmmem.experiments import TEMPLATE_DRAWS, template_config
-    from gmmmem.train import LONG_DEFAULT
+    from gmmmem.experiments import template_config
+    from gmmmem.presets import LONG_DEFAULT, TEMPLATE_DRAWS
 
     c = template_config("default", seed=3)
     assert (c.steps, c.adam_beta2, c.peak_lr) == (LONG_DEFAULT["steps"], 0.999, LONG_DEFAULT["peak_lr"])
