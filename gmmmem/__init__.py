@@ -10,7 +10,8 @@ train        gradient training of mixture denoisers, all model sizes at once
 train_templates  gradient training of coloured-template mixtures
 sampling     the DDIM (and DDPM) sampler
 metrics      the memorization ratio and where learned means sit
-experiments  the phase-transition experiment (Figure 2) and its result files
+experiments  the phase-transition experiment (Figure 2) and its results
+results      typed parts of the results (reference losses, loss history); their JSON files
 sweep        phase transitions over a grid of configurations, on Dask
 weights      fitting the time weights lambda_t that predict the transition
 predict      the predicted memorization threshold of a configuration, before training

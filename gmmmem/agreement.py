@@ -69,8 +69,7 @@ def compare(a: PhaseTransitionResult, b: PhaseTransitionResult) -> Agreement:
     ia = [a.model_sizes.index(M) for M in common]
     ib = [b.model_sizes.index(M) for M in common]
     ra, rb = np.asarray(a.memorization_ratio)[ia], np.asarray(b.memorization_ratio)[ib]
-    na = a.provenance["settings"]["eval_config"]["num_samples"]
-    nb = b.provenance["settings"]["eval_config"]["num_samples"]
+    na, nb = a.eval_config.num_samples, b.eval_config.num_samples
     pooled = (ra * na + rb * nb) / (na + nb)
     se = np.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
     z = np.divide(rb - ra, se, out=np.zeros_like(se), where=se > 0)

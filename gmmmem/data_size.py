@@ -31,21 +31,22 @@ whose ratio still reaches 0.9 and 0.1, and :math:`N_{pt}` the size where it fall
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
-from . import metrics, provenance, validate
+from . import metrics, provenance, results, validate
 from .config import check_scale
 from .device import resolve
 from .diffusion import time_grid
 from .experiments import (BELOW_SMALLEST, EVAL_PRESETS, MEASURED, NOT_REACHED, EvalConfig,
                           make_data, midpoint, midpoint_status, transition)
+from .results import Recorded, floats
 from .sampling import ddim_sample
 from .train import TrainConfig, train_gmm
 
@@ -87,9 +88,15 @@ def stop_status(ratio: Sequence[float]) -> str:
     return _STOP_STATUS[midpoint_status(list(ratio)[::-1])]
 
 
-@dataclass
-class DataSizeResult:
-    """The memorization ratio of models of one size M trained on nested training sets."""
+#: The keys of a data-size result file.
+_FILE_KEYS = ("d", "K", "var", "M", "seed", "training_sizes", "memorization_ratio", "learned_var",
+              "train_seconds", "provenance")
+
+
+@dataclass(eq=False)
+class DataSizeResult(Recorded):
+    """The memorization ratio of models of one size M trained on nested training sets: per
+    training-set size (S), float64 arrays."""
 
     d: int
     K: int
@@ -97,10 +104,15 @@ class DataSizeResult:
     M: int
     seed: int
     training_sizes: list[int]
-    memorization_ratio: list[float]
-    learned_var: list[float]
-    train_seconds: list[float]
+    memorization_ratio: np.ndarray  # (S,)
+    learned_var: np.ndarray  # (S,)
+    train_seconds: np.ndarray  # (S,): each model's training
     provenance: dict[str, Any] = field(repr=False)
+
+    @property
+    def fractions(self) -> np.ndarray:
+        """M/N of every training-set size (S,), decreasing."""
+        return self.M / np.asarray(self.training_sizes)
 
     @property
     def transition(self) -> tuple[int | None, int | None]:
@@ -120,19 +132,20 @@ class DataSizeResult:
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON (atomically), with N_pt and its status."""
-        derived = {"stop_point": self.stop_point, "stop_status": self.stop_status}
-        return provenance.write_json_atomic(path, {**dataclasses.asdict(self), **derived})
+        return results.save(path, {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                                   "stop_point": self.stop_point, "stop_status": self.stop_status})
 
     @classmethod
     def load(cls, path: str | Path) -> "DataSizeResult":
         """Read a result written by :meth:`save` (the derived N_pt fields are recomputed)."""
-        with open(path) as f:
-            raw = json.load(f)
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - raw.keys()
-        if missing:
-            raise ValueError(f"{path} is not a data-size result: missing {sorted(missing)}")
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        raw = results.read(path, "data-size result", _FILE_KEYS)
+        return cls(
+            d=raw["d"], K=raw["K"], var=raw["var"], M=raw["M"], seed=raw["seed"],
+            training_sizes=raw["training_sizes"],
+            memorization_ratio=floats(raw["memorization_ratio"]),
+            learned_var=floats(raw["learned_var"]), train_seconds=floats(raw["train_seconds"]),
+            provenance=raw["provenance"],
+        )
 
 
 def _checkpoint_file(folder: str | Path | None, N: int) -> Path | None:
@@ -212,8 +225,8 @@ def data_size(
     return DataSizeResult(
         d=d, K=K, var=var, M=M, seed=seed,
         training_sizes=Ns,
-        memorization_ratio=ratio,
-        learned_var=learned_var,
-        train_seconds=seconds,
+        memorization_ratio=floats(ratio),
+        learned_var=floats(learned_var),
+        train_seconds=floats(seconds),
         provenance=provenance.record(settings, dev, time.perf_counter() - began),
     )

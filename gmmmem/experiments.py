@@ -17,8 +17,8 @@ whose ratio reaches 0.1 and 0.9.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,12 +28,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import metrics, presets, provenance, validate
+from . import metrics, presets, provenance, results, validate
 from .config import check_scale
 from .device import resolve
 from .diffusion import time_grid
 from .losses import crossover_from_losses, mc_losses
 from .mixtures import IsoGMM, gmm_denoise, random_iso_gmm
+from .results import LossHistory, MeasuredRun, ReferenceLosses, Snapshots, floats
 from .sampling import ddim_sample
 from .templates import ColoredTemplates, load_templates
 from .train import STARTS, TrainConfig, pmem_init_order, random_start, train_gmm
@@ -141,24 +142,38 @@ def midpoint_status(ratio: Sequence[float]) -> str:
     return BELOW_SMALLEST if hits[0] else MEASURED
 
 
-@dataclass
-class PhaseTransitionResult:
-    """Everything measured in one phase-transition run; arrays are per (size, time)."""
+#: The keys of a phase-transition result file.
+_FILE_KEYS = ("d", "K", "N", "model_sizes", "times", "memorization_ratio", "train_loss", "test_loss",
+              "reference", "learned_var", "means_stats", "loss_history", "arrays", "provenance")
+
+
+@dataclass(eq=False)
+class TransitionResult(MeasuredRun, abc.ABC):
+    """What one phase-transition run measures, for mixtures (:class:`PhaseTransitionResult`)
+    and coloured templates (:class:`TemplateTransitionResult`) alike: per model size (S) and
+    time of the grid (T), float64 arrays. ``X`` holds the N training points, flattened (N, D)."""
 
     d: int
     K: int
     N: int
     model_sizes: list[int]
-    times: list[float]
-    memorization_ratio: list[float]
-    train_loss: list[list[float]]
-    test_loss: list[list[float]]
-    reference: dict[str, Any]
-    learned_var: list[float]
-    means_stats: list[dict[str, float]]
-    loss_history: dict[str, Any]
-    arrays: dict[str, Any] = field(repr=False)
+    times: np.ndarray  # (T,)
+    memorization_ratio: np.ndarray  # (S,)
+    train_loss: np.ndarray  # (S, T), clean-point units
+    test_loss: np.ndarray  # (S, T)
+    reference: ReferenceLosses
+    learned_var: np.ndarray  # (S,)
+    loss_history: LossHistory
+    X: np.ndarray  # (N, D)
     provenance: dict[str, Any] = field(repr=False)
+
+    #: The ``experiment`` of the settings, and the name of such a file in errors.
+    EXPERIMENT, KIND = "", ""
+
+    @property
+    def fractions(self) -> np.ndarray:
+        """M/N of every model size (S,)."""
+        return np.asarray(self.model_sizes) / self.N
 
     @property
     def transition(self) -> tuple[int | None, int | None]:
@@ -172,47 +187,117 @@ class PhaseTransitionResult:
         return midpoint(self.model_sizes, self.memorization_ratio)
 
     @property
+    def midpoint_over_N(self) -> float | None:
+        """M_pt / N (None where M_pt is)."""
+        mid = self.midpoint
+        return None if mid is None else mid / self.N
+
+    @property
     def midpoint_interval(self) -> tuple[float | None, float | None]:
         """A 95% bootstrap interval for M_pt over the generated samples (:func:`midpoint_interval`)."""
-        n = self.provenance["settings"]["eval_config"]["num_samples"]
-        return midpoint_interval(self.model_sizes, self.memorization_ratio, n)
+        return midpoint_interval(self.model_sizes, self.memorization_ratio, self.eval_config.num_samples)
 
     @property
     def midpoint_status(self) -> str:
         """Whether M_pt was measured, lies below the smallest size or was not reached."""
         return midpoint_status(self.memorization_ratio)
 
-    def time_index(self, t: float) -> int:
-        """Index of the grid time nearest to ``t``."""
-        return int(np.argmin(np.abs(np.asarray(self.times) - t)))
-
     def crossover(self, weights: Sequence[float] | None = None) -> float | None:
         """M*/N where the true model's and the partially memorizing models' Monte Carlo
         training losses cross, time weights ``weights`` (uniform by default), by
         :func:`gmmmem.losses.crossover_from_losses`; None (with a warning) when they do not."""
         w = np.ones(len(self.times)) if weights is None else weights
-        return crossover_from_losses(np.asarray(self.model_sizes) / self.N, self.reference["true_train"],
-                                     self.reference["pmem_train"], w)
+        return crossover_from_losses(self.fractions, self.reference.true_train,
+                                     self.reference.pmem_train, w)
 
-    def learned_means(self, k: int) -> np.ndarray:
-        """Learned means of the ``k``-th size, (M, d)."""
-        return np.asarray(self.arrays["learned_means"][k])
+    @abc.abstractmethod
+    def _learned(self) -> tuple[dict[str, Any], list]:
+        """The file's ``arrays`` other than ``X``, and its ``means_stats``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _learned_from_json(cls, arrays: dict[str, Any], stats: list[dict]) -> dict[str, Any]:
+        """The fields of the model-specific parts, from the file's ``arrays`` and ``means_stats``."""
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON (atomically), with its midpoint and midpoint status."""
-        derived = {"midpoint": self.midpoint, "midpoint_status": self.midpoint_status}
-        return provenance.write_json_atomic(path, {**dataclasses.asdict(self), **derived})
+        arrays, stats = self._learned()
+        return results.save(path, {
+            "d": self.d, "K": self.K, "N": self.N, "model_sizes": self.model_sizes, "times": self.times,
+            "memorization_ratio": self.memorization_ratio, "train_loss": self.train_loss,
+            "test_loss": self.test_loss, "reference": self.reference, "learned_var": self.learned_var,
+            "means_stats": stats, "loss_history": self.loss_history, "arrays": {**arrays, "X": self.X},
+            "provenance": self.provenance,
+            "midpoint": self.midpoint, "midpoint_status": self.midpoint_status,
+        })
 
     @classmethod
-    def load(cls, path: str | Path) -> "PhaseTransitionResult":
+    def load(cls, path: str | Path) -> "TransitionResult":
         """Read a result written by :meth:`save` (the derived midpoint fields are recomputed)."""
-        with open(path) as f:
-            raw = json.load(f)
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - raw.keys()
-        if missing:
-            raise ValueError(f"{path} is not a phase-transition result: missing {sorted(missing)}")
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        raw = results.read(path, cls.KIND, _FILE_KEYS)
+        experiment = raw["provenance"].get("settings", {}).get("experiment")
+        if experiment != cls.EXPERIMENT:
+            reader = {c.EXPERIMENT: c.__name__ for c in TransitionResult.__subclasses__()}
+            hint = f"; read it with {reader[experiment]}.load" if experiment in reader else ""
+            raise ValueError(f"{path} is not a {cls.KIND}: its settings name the experiment "
+                             f"{experiment!r}{hint}")
+        return cls(
+            d=raw["d"], K=raw["K"], N=raw["N"], model_sizes=raw["model_sizes"],
+            times=floats(raw["times"]), memorization_ratio=floats(raw["memorization_ratio"]),
+            train_loss=floats(raw["train_loss"]), test_loss=floats(raw["test_loss"]),
+            reference=ReferenceLosses.from_json(raw["reference"]),
+            learned_var=floats(raw["learned_var"]),
+            loss_history=LossHistory.from_json(raw["loss_history"]),
+            X=floats(raw["arrays"]["X"]), provenance=raw["provenance"],
+            **cls._learned_from_json(raw["arrays"], raw["means_stats"]),
+        )
+
+
+@dataclass(eq=False)
+class PhaseTransitionResult(TransitionResult):
+    """Everything measured in one phase-transition run of isotropic mixtures
+    (:func:`phase_transition`): :class:`TransitionResult` and the learned and true means."""
+
+    true_means: np.ndarray  # (K, d)
+    learned_means: list[np.ndarray]  # per size, (M, d)
+    means_stats: list[metrics.MeansStatistics]  # per size
+
+    EXPERIMENT, KIND = "phase_transition", "phase-transition result"
+
+    def _learned(self) -> tuple[dict[str, Any], list]:
+        return {"learned_means": self.learned_means, "true_means": self.true_means}, self.means_stats
+
+    @classmethod
+    def _learned_from_json(cls, arrays: dict[str, Any], stats: list[dict]) -> dict[str, Any]:
+        return {"true_means": floats(arrays["true_means"]),
+                "learned_means": [floats(m) for m in arrays["learned_means"]],
+                "means_stats": [metrics.MeansStatistics(**st) for st in stats]}
+
+
+@dataclass(eq=False)
+class TemplateTransitionResult(TransitionResult):
+    """Everything measured in one phase-transition run of coloured-template mixtures
+    (:func:`phase_transition_templates`): :class:`TransitionResult` and the learned and true
+    templates and colour means; ``learned_var`` is the colour variance."""
+
+    true_templates: np.ndarray  # (K, h, w)
+    learned_templates: list[np.ndarray]  # per size, (M, h, w)
+    learned_color_means: list[np.ndarray]  # per size, (M, 3)
+    template_stats: list[metrics.TemplateStatistics]  # per size
+
+    EXPERIMENT, KIND = "phase_transition_templates", "template phase-transition result"
+
+    def _learned(self) -> tuple[dict[str, Any], list]:
+        return ({"learned_templates": self.learned_templates,
+                 "learned_color_means": self.learned_color_means,
+                 "true_templates": self.true_templates}, self.template_stats)
+
+    @classmethod
+    def _learned_from_json(cls, arrays: dict[str, Any], stats: list[dict]) -> dict[str, Any]:
+        return {"true_templates": floats(arrays["true_templates"]),
+                "learned_templates": [floats(T) for T in arrays["learned_templates"]],
+                "learned_color_means": [floats(mu) for mu in arrays["learned_color_means"]],
+                "template_stats": [metrics.TemplateStatistics(**st) for st in stats]}
 
 
 def generate_samples(denoisers, X: torch.Tensor, ev: EvalConfig, seed: int) -> list[torch.Tensor]:
@@ -238,14 +323,11 @@ def split_losses(denoisers, X: torch.Tensor, X_test: torch.Tensor, ev: EvalConfi
     return losses
 
 
-def _reference_losses(losses: dict[str, np.ndarray], S: int) -> dict[str, list]:
-    """Split the (2S + 2, T) loss rows [trained..., pmem..., true, mem] into named lists."""
-    reference = {}
-    for split, rows in losses.items():
-        reference[f"pmem_{split}"] = rows[S : 2 * S].tolist()
-        reference[f"true_{split}"] = rows[2 * S].tolist()
-        reference[f"mem_{split}"] = rows[2 * S + 1].tolist()
-    return reference
+def _reference_losses(losses: dict[str, np.ndarray], S: int) -> ReferenceLosses:
+    """The reference losses among the (2S + 2, T) loss rows [trained..., pmem..., true, mem]."""
+    return ReferenceLosses(**{f"{name}_{split}": floats(rows[at])
+                              for split, rows in losses.items()
+                              for name, at in (("true", 2 * S), ("mem", 2 * S + 1), ("pmem", slice(S, 2 * S)))})
 
 
 def _measure(trained, truth_denoise, X, X_test, ev: EvalConfig, seed: int):
@@ -356,24 +438,21 @@ def phase_transition(
     trained = train_gmm(X, sizes, config, dev, init_means=init, progress=progress,
                         checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     ratio, losses = _measure(trained, truth.denoise, X, X_test, ev, seed)
-    stats = [
-        dataclasses.asdict(metrics.means_statistics(m.to(dev, torch.float64), truth.means, X))
-        for m in trained.means
-    ]
+    stats = [metrics.means_statistics(m.to(dev, torch.float64), truth.means, X) for m in trained.means]
     settings = {"experiment": "phase_transition", "d": d, "K": K, "N": N, "var": var,
                 "seed": seed, "scale": scale}
     if start != "pmem":
         settings["start"] = start
-    arrays = {
-        "learned_means": [m.tolist() for m in trained.means],
-        "true_means": truth.means.cpu().tolist(),
-        "X": X.cpu().tolist(),
-    }
-    return _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, began)
+    learned = {"true_means": floats(truth.means),
+               "learned_means": [floats(m) for m in trained.means], "means_stats": stats}
+    return _result(PhaseTransitionResult, d, K, N, trained, ratio, losses, X, learned, settings, ev,
+                   dev, began)
 
 
-def _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, began):
-    """The :class:`PhaseTransitionResult` of a trained and measured run, with provenance."""
+def _result(cls, d, K, N, trained, ratio, losses, X, learned, settings, ev, dev, began,
+            snapshots: Snapshots | None = None) -> TransitionResult:
+    """The result (a ``cls``) of a trained and measured run, with provenance; ``learned``: the
+    fields of ``cls`` beyond :class:`TransitionResult`'s."""
     config, sizes, S = trained.config, trained.model_sizes, len(trained.model_sizes)
     keep = np.unique(np.linspace(0, config.steps - 1, HISTORY_POINTS).round().astype(int))
     settings = {
@@ -383,21 +462,24 @@ def _result(d, K, N, trained, ratio, losses, stats, arrays, settings, ev, dev, b
         "eval_config": dataclasses.asdict(ev),
         "train_seconds": round(trained.seconds, 2),
     }
-    return PhaseTransitionResult(
+    history = LossHistory(
+        steps=keep, loss=floats(trained.loss_history[keep]),
+        var=None if trained.var_history is None else floats(trained.var_history[keep]),
+        snapshots=snapshots,
+    )
+    return cls(
         d=d, K=K, N=N,
         model_sizes=sizes,
-        times=time_grid(dtype=torch.float64).tolist(),
-        memorization_ratio=ratio,
-        train_loss=losses["train"][:S].tolist(),
-        test_loss=losses["test"][:S].tolist(),
+        times=time_grid(dtype=torch.float64).numpy(),
+        memorization_ratio=floats(ratio),
+        train_loss=floats(losses["train"][:S]),
+        test_loss=floats(losses["test"][:S]),
         reference=_reference_losses(losses, S),
-        learned_var=trained.var,
-        means_stats=stats,
-        loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist(),
-                      **({} if trained.var_history is None
-                         else {"var": trained.var_history[keep].tolist()})},
-        arrays=arrays,
+        learned_var=floats(trained.var),
+        loss_history=history,
+        X=floats(X),
         provenance=provenance.record(settings, dev, time.perf_counter() - began),
+        **learned,
     )
 
 
@@ -427,16 +509,16 @@ def phase_transition_templates(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
     snapshots: Sequence[int] = (),
-) -> PhaseTransitionResult:
+) -> TemplateTransitionResult:
     """The phase-transition experiment on coloured templates (Figure 6).
 
     Data: :func:`make_template_data` (K templates of ``size`` x ``size`` pixels, colours
     N(0, I_3)); models: :func:`gmmmem.train_templates.train_templates`; measured exactly as
     :func:`phase_transition` on the flattened images (D = 3 size^2). Training follows
     :func:`template_config` unless ``config`` is given. Per size,
-    ``means_stats`` holds :func:`gmmmem.metrics.template_statistics`. ``snapshots``: training
+    ``template_stats`` holds :func:`gmmmem.metrics.template_statistics`. ``snapshots``: training
     steps at which the models are measured too (memorization ratio on the same sampler noise,
-    and colour variance), kept in ``loss_history["snapshots"]`` to show whether the ratio still
+    and colour variance), kept in ``loss_history.snapshots`` to show whether the ratio still
     moves at the end of training.
     """
     K, N, size = (validate.integer(value, name)
@@ -462,32 +544,26 @@ def phase_transition_templates(
 
     ratio, losses = _measure(trained, true_denoise, X, X_test, ev, seed)
     true_templates = truth.templates.to(dev)
-    stats = [
-        dataclasses.asdict(metrics.template_statistics(
-            T.to(dev, torch.float64), mu.to(dev, torch.float64), true_templates, X))
-        for T, mu in zip(trained.templates, trained.color_means)
-    ]
+    stats = [metrics.template_statistics(T.to(dev, torch.float64), mu.to(dev, torch.float64),
+                                         true_templates, X)
+             for T, mu in zip(trained.templates, trained.color_means)]
     settings = {"experiment": "phase_transition_templates", "K": K, "N": N, "size": size,
                 "color_var": 1.0, "template_source": "digits", "seed": seed, "scale": scale}
-    arrays = {
-        "learned_templates": [T.tolist() for T in trained.templates],
-        "learned_color_means": [mu.tolist() for mu in trained.color_means],
-        "true_templates": truth.templates.cpu().tolist(),
-        "X": X.cpu().tolist(),
-    }
+    learned = {"true_templates": floats(truth.templates),
+               "learned_templates": [floats(T) for T in trained.templates],
+               "learned_color_means": [floats(mu) for mu in trained.color_means],
+               "template_stats": stats}
     steps = sorted(trained.snapshots)
+    measured = None
     if steps:
         settings["snapshots"] = steps
-        measured = {
-            "steps": steps,
-            "memorization_ratio": [sample_ratios(trained.snapshots[s], X, ev, seed) for s in steps],
-            "var": [trained.snapshots[s].var for s in steps],
-        }
-    result = _result(3 * size * size, K, N, trained, ratio, losses, stats, arrays, settings, ev,
-                     dev, began)
-    if steps:
-        result.loss_history["snapshots"] = measured
-    return result
+        measured = Snapshots(
+            steps=np.array(steps, dtype=np.int64),
+            memorization_ratio=floats([sample_ratios(trained.snapshots[s], X, ev, seed) for s in steps]),
+            var=floats([trained.snapshots[s].var for s in steps]),
+        )
+    return _result(TemplateTransitionResult, 3 * size * size, K, N, trained, ratio, losses, X,
+                   learned, settings, ev, dev, began, snapshots=measured)
 
 
 def sample_ratios(trained, X: torch.Tensor, ev: EvalConfig, seed: int) -> list[float]:

@@ -36,7 +36,6 @@ true mixture's and the memorizing denoiser's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -46,13 +45,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import metrics, presets, provenance, validate
+from . import metrics, presets, provenance, results, validate
 from .config import check_scale
 from .device import resolve, tune_cpu_allocator
 from .diffusion import alpha, sigma, time_grid
 from .experiments import (EVAL_PRESETS, HISTORY_POINTS, EvalConfig, generate_samples, make_data,
                           split_losses, transition)
 from .mixtures import gmm_denoise
+from .results import LossHistory, MeasuredRun, ReferenceLosses, Snapshots, floats
 from .train import TrainConfig, checkpoint_key, fit
 
 #: Size of the time embedding (sines and cosines of EMB_DIM / 2 frequencies).
@@ -283,9 +283,16 @@ def train_mlp(
                    snapshots={step: trained(p, steps=step) for step, p in run.snapshots.items()})
 
 
-@dataclass
-class WidthSweepResult:
-    """Everything measured in one width sweep; per-width lists, losses per (width, time)."""
+#: The keys of a width-sweep result file.
+_FILE_KEYS = ("d", "K", "N", "widths", "depth", "emb_dim", "num_params", "times", "memorization_ratio",
+              "nearest_ratio_median", "train_loss", "test_loss", "reference", "loss_history",
+              "provenance")
+
+
+@dataclass(eq=False)
+class WidthSweepResult(MeasuredRun):
+    """Everything measured in one width sweep: per width (S) and time of the grid (T), float64
+    arrays; ``reference`` without partially memorizing losses (a network has no such start)."""
 
     d: int
     K: int
@@ -294,13 +301,13 @@ class WidthSweepResult:
     depth: int
     emb_dim: int
     num_params: list[int]
-    times: list[float]
-    memorization_ratio: list[float]
-    nearest_ratio_median: list[float]
-    train_loss: list[list[float]]
-    test_loss: list[list[float]]
-    reference: dict[str, list[float]]
-    loss_history: dict[str, Any]
+    times: np.ndarray  # (T,)
+    memorization_ratio: np.ndarray  # (S,)
+    nearest_ratio_median: np.ndarray  # (S,)
+    train_loss: np.ndarray  # (S, T), clean-point units
+    test_loss: np.ndarray  # (S, T)
+    reference: ReferenceLosses
+    loss_history: LossHistory
     provenance: dict[str, Any] = field(repr=False)
 
     @property
@@ -308,23 +315,23 @@ class WidthSweepResult:
         """(start, end): the smallest parameter counts with memorization ratio >= 0.1, >= 0.9."""
         return transition(self.num_params, self.memorization_ratio)
 
-    def time_index(self, t: float) -> int:
-        """Index of the grid time nearest to ``t``."""
-        return int(np.argmin(np.abs(np.asarray(self.times) - t)))
-
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON (atomically)."""
-        return provenance.write_json_atomic(path, dataclasses.asdict(self))
+        return results.save(path, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     @classmethod
     def load(cls, path: str | Path) -> "WidthSweepResult":
         """Read a result written by :meth:`save`."""
-        with open(path) as f:
-            raw = json.load(f)
-        missing = {f.name for f in dataclasses.fields(cls)} - raw.keys()
-        if missing:
-            raise ValueError(f"{path} is not a width-sweep result: missing {sorted(missing)}")
-        return cls(**raw)
+        raw = results.read(path, "width-sweep result", _FILE_KEYS)
+        return cls(
+            d=raw["d"], K=raw["K"], N=raw["N"], widths=raw["widths"], depth=raw["depth"],
+            emb_dim=raw["emb_dim"], num_params=raw["num_params"], times=floats(raw["times"]),
+            memorization_ratio=floats(raw["memorization_ratio"]),
+            nearest_ratio_median=floats(raw["nearest_ratio_median"]),
+            train_loss=floats(raw["train_loss"]), test_loss=floats(raw["test_loss"]),
+            reference=ReferenceLosses.from_json(raw["reference"]),
+            loss_history=LossHistory.from_json(raw["loss_history"]), provenance=raw["provenance"],
+        )
 
 
 def _sample_ratios(trained: TrainedMLPs, X, ev: EvalConfig, seed: int):
@@ -383,7 +390,7 @@ def width_sweep(
     distance to the nearest training point over that to the second nearest (a sample is
     memorized when d1/d2 < 1/3): a continuous view of how close samples come to copying.
     ``snapshots``: training steps after which the networks are measured too (memorization
-    ratio and median d1/d2 on the same sampler noise), kept in ``loss_history["snapshots"]``
+    ratio and median d1/d2 on the same sampler noise), kept in ``loss_history.snapshots``
     to show whether the ratio still moves at the end of training.
     """
     d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
@@ -403,13 +410,13 @@ def width_sweep(
                         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                         snapshots=snapshots)
     ratio, median, losses = _measure(trained, truth.denoise, X, X_test, ev, seed)
-    history = {}
+    snapshot_record = None
     if trained.snapshots:
         steps = sorted(trained.snapshots)
         measured = [_sample_ratios(trained.snapshots[s], X, ev, seed) for s in steps]
-        history["snapshots"] = {"steps": steps,
-                                "memorization_ratio": [m[0] for m in measured],
-                                "nearest_ratio_median": [m[1] for m in measured]}
+        snapshot_record = Snapshots(steps=np.array(steps, dtype=np.int64),
+                                    memorization_ratio=floats([m[0] for m in measured]),
+                                    nearest_ratio_median=floats([m[1] for m in measured]))
     S = len(ws)
     keep = np.unique(np.linspace(0, config.steps - 1, HISTORY_POINTS).round().astype(int))
     settings = {
@@ -418,18 +425,18 @@ def width_sweep(
         "train_config": dataclasses.asdict(config), "eval_config": dataclasses.asdict(ev),
         "train_seconds": round(trained.seconds, 2),
     }
-    reference = {f"{name}_{split}": losses[split][S + j].tolist()
-                 for split in ("train", "test") for j, name in enumerate(("true", "mem"))}
+    reference = ReferenceLosses(**{f"{name}_{split}": floats(losses[split][S + j])
+                                   for split in ("train", "test") for j, name in enumerate(("true", "mem"))})
     return WidthSweepResult(
         d=d, K=K, N=N, widths=ws, depth=depth, emb_dim=emb_dim,
         num_params=trained.num_params,
-        times=time_grid(dtype=torch.float64).tolist(),
-        memorization_ratio=ratio,
-        nearest_ratio_median=median,
-        train_loss=losses["train"][:S].tolist(),
-        test_loss=losses["test"][:S].tolist(),
+        times=time_grid(dtype=torch.float64).numpy(),
+        memorization_ratio=floats(ratio),
+        nearest_ratio_median=floats(median),
+        train_loss=floats(losses["train"][:S]),
+        test_loss=floats(losses["test"][:S]),
         reference=reference,
-        loss_history={"steps": keep.tolist(), "loss": trained.loss_history[keep].tolist(),
-                      **history},
+        loss_history=LossHistory(steps=keep, loss=floats(trained.loss_history[keep]),
+                                 snapshots=snapshot_record),
         provenance=provenance.record(settings, dev, time.perf_counter() - began),
     )

@@ -189,10 +189,10 @@ def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
             where.setdefault(M, (stage, res, k))
     sizes = sorted(where)
     rows = [where[M][1:] for M in sizes]
-    ratio = _pick(rows, lambda r, k: r.memorization_ratio[k])
+    ratio = _pick(rows, lambda r, k: float(r.memorization_ratio[k]))
     start, end = transition(sizes, ratio)
     mid = midpoint(sizes, ratio)
-    lo, hi = midpoint_interval(sizes, ratio, coarse.provenance["settings"]["eval_config"]["num_samples"])
+    lo, hi = midpoint_interval(sizes, ratio, coarse.eval_config.num_samples)
     ref = coarse.reference
     stages = {}
     for stage, res in (("coarse", coarse), ("fine", fine)):
@@ -200,8 +200,8 @@ def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
             stages[stage] = {
                 "model_sizes": res.model_sizes,
                 "transition": list(res.transition),
-                "train_seconds": res.provenance["settings"]["train_seconds"],
-                "wall_seconds": res.provenance["wall_seconds"],
+                "train_seconds": res.train_seconds,
+                "wall_seconds": res.wall_seconds,
             }
     return {
         "config": dataclasses.asdict(config),
@@ -217,18 +217,18 @@ def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
         "midpoint_interval": [lo, hi],
         "midpoint_interval_over_N": [None if v is None else v / config.N for v in (lo, hi)],
         "midpoint_status": midpoint_status(ratio),
-        "times": coarse.times,
+        "times": coarse.times.tolist(),
         # x0-unit Monte Carlo losses: true mixture / memorizing denoiser per time (T,), and the
         # partially memorizing one and the trained model per merged size and time (S, T).
         "reference": {
-            "true_train": ref["true_train"], "true_test": ref["true_test"],
-            "mem_train": ref["mem_train"], "mem_test": ref["mem_test"],
-            "pmem_train": _pick(rows, lambda r, k: r.reference["pmem_train"][k]),
-            "pmem_test": _pick(rows, lambda r, k: r.reference["pmem_test"][k]),
+            "true_train": ref.true_train.tolist(), "true_test": ref.true_test.tolist(),
+            "mem_train": ref.mem_train.tolist(), "mem_test": ref.mem_test.tolist(),
+            "pmem_train": _pick(rows, lambda r, k: r.reference.pmem_train[k].tolist()),
+            "pmem_test": _pick(rows, lambda r, k: r.reference.pmem_test[k].tolist()),
         },
-        "train_loss": _pick(rows, lambda r, k: r.train_loss[k]),
-        "test_loss": _pick(rows, lambda r, k: r.test_loss[k]),
-        "learned_var": _pick(rows, lambda r, k: r.learned_var[k]),
+        "train_loss": _pick(rows, lambda r, k: r.train_loss[k].tolist()),
+        "test_loss": _pick(rows, lambda r, k: r.test_loss[k].tolist()),
+        "learned_var": _pick(rows, lambda r, k: float(r.learned_var[k])),
         "stages": stages,
         "provenance": provenance.record(settings_, device, seconds),
     }

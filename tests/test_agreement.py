@@ -19,7 +19,7 @@ def test_a_run_agrees_with_itself():
 
 def test_ratio_z_is_the_two_proportion_z_score():
     a = PhaseTransitionResult.load(RUN)
-    ratio = list(a.memorization_ratio)
+    ratio = a.memorization_ratio.copy()
     k = a.model_sizes.index(80)
     ratio[k] += 0.1  # 0.51 -> 0.61 with 200 samples each
     b = dataclasses.replace(a, memorization_ratio=ratio, model_sizes=list(a.model_sizes))
@@ -31,7 +31,7 @@ def test_ratio_z_is_the_two_proportion_z_score():
 
 def test_only_common_sizes_of_one_configuration_are_compared():
     a = PhaseTransitionResult.load(RUN)
-    b = dataclasses.replace(a, model_sizes=[10, 20, 30], memorization_ratio=[0, 0, 0],
+    b = dataclasses.replace(a, model_sizes=[10, 20, 30], memorization_ratio=np.zeros(3),
                             learned_var=a.learned_var[:3])
     assert list(compare(a, b).model_sizes) == [10, 20, 30]
     with pytest.raises(ValueError, match="different configurations"):

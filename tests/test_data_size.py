@@ -4,9 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from gmmmem import results
 from gmmmem.__main__ import main
 from gmmmem.data_size import DataSizeResult, data_size, stop_memorizing, transition_in_n
 from gmmmem.diffusion import time_grid
@@ -68,12 +70,14 @@ def test_memorizes_at_small_n_generalizes_at_large_n(tmp_path):
     assert r.memorization_ratio[0] == 1.0 and r.memorization_ratio[-1] < 0.1
     assert r.training_sizes == [4, 40] and len(r.learned_var) == len(r.train_seconds) == 2
     assert r.transition == (4, 4) and 4 <= r.stop_point <= 40
+    np.testing.assert_array_equal(r.fractions, [1.0, 0.1])
     r.save(tmp_path / "r.json")
     back = DataSizeResult.load(tmp_path / "r.json")
-    assert back == r
+    assert results.to_json(back) == results.to_json(r)  # every number, exactly
+    assert back.memorization_ratio.dtype == back.learned_var.dtype == back.train_seconds.dtype == np.float64
     prov = back.provenance
     assert prov["settings"]["experiment"] == "data_size" and prov["settings"]["M"] == 4
-    assert prov["settings"]["train_config"]["steps"] == 300 and "git_commit" in prov
+    assert back.train_config == SHORT and back.eval_config == TINY["eval_config"] and "git_commit" in prov
     (tmp_path / "bad.json").write_text(json.dumps({"d": 4}))
     with pytest.raises(ValueError, match="not a data-size result"):
         DataSizeResult.load(tmp_path / "bad.json")
@@ -95,7 +99,7 @@ def test_each_model_is_trained_and_measured_as_stated():
         assert r.learned_var[k] == trained.var[0]
     # Frozen at its start (M distinct training points, variance 1e-6) every sample memorizes.
     frozen = dict(TINY, config=TrainConfig(steps=20, peak_lr=1e-9, final_lr=0.0, num_draws=1))
-    assert data_size(d, K, M, Ns, seed=seed, **frozen).memorization_ratio == [1.0, 1.0]
+    assert data_size(d, K, M, Ns, seed=seed, **frozen).memorization_ratio.tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -120,7 +124,7 @@ def test_cli(tmp_path, capsys):
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert run.returncode == 0, run.stderr
     r = DataSizeResult.load(out)
-    assert r.training_sizes == [3, 9] and r.provenance["settings"]["train_config"]["steps"] == 50
+    assert r.training_sizes == [3, 9] and r.steps == 50
     assert "memorization ratio by training-set size: 3: 1.00" in run.stdout
     with pytest.raises(SystemExit) as exit_:
         main(["data-size", "--d", "3", "--K", "2", "--M", "5", "--N", "4", "--out", str(out)])

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from gmmmem.__main__ import main
-from gmmmem.experiments import EvalConfig, PhaseTransitionResult, make_data, midpoint, phase_transition, transition
+from gmmmem import metrics, results
+from gmmmem.experiments import (EvalConfig, PhaseTransitionResult, TemplateTransitionResult, make_data, midpoint,
+                                phase_transition, transition)
 from gmmmem.train import TrainConfig
 
 
@@ -25,22 +27,34 @@ TINY = dict(config=TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-3, num_draws=
 def test_phase_transition_result_is_complete_and_round_trips(tmp_path):
     r = phase_transition(4, 2, 12, [3, 6, 12], seed=1, **TINY)
     S, T = 3, 26
-    assert np.shape(r.train_loss) == np.shape(r.test_loss) == (S, T) and len(r.times) == T
-    assert np.shape(r.reference["pmem_train"]) == (S, T) and np.shape(r.reference["true_test"]) == (T,)
-    assert all(0 <= x <= 1 for x in r.memorization_ratio) and len(r.means_stats) == S
+    assert r.train_loss.shape == r.test_loss.shape == (S, T) and r.times.shape == (T,)
+    assert r.reference.pmem_train.shape == (S, T) and r.reference.true_test.shape == (T,)
+    assert r.memorization_ratio.shape == r.learned_var.shape == (S,)
+    assert np.all((0 <= r.memorization_ratio) & (r.memorization_ratio <= 1))
+    assert [st.M for st in r.means_stats] == [3, 6, 12]
+    assert all(isinstance(st, metrics.MeansStatistics) for st in r.means_stats)
+    assert r.X.shape == (12, 4) and r.true_means.shape == (2, 4)
+    assert [m.shape for m in r.learned_means] == [(3, 4), (6, 4), (12, 4)]
+    assert r.loss_history.loss.shape == (len(r.loss_history.steps), S) and r.loss_history.steps[-1] == 29
+    assert r.loss_history.var.shape == r.loss_history.loss.shape and r.loss_history.snapshots is None
+    np.testing.assert_array_equal(r.fractions, [0.25, 0.5, 1.0])
     # The partially memorizing reference with M = N is the memorizing denoiser.
-    assert np.allclose(r.reference["pmem_train"][-1], r.reference["mem_train"])
-    p = r.provenance
-    assert p["settings"]["train_config"]["steps"] == 30 and p["settings"]["seed"] == 1
-    assert {"git_commit", "torch_version", "device", "date", "wall_seconds"} <= p.keys()
+    assert np.allclose(r.reference.pmem_train[-1], r.reference.mem_train)
+    assert r.train_config == TINY["config"] and r.eval_config == TINY["eval_config"]
+    assert r.steps == 30 and r.seed == 1 and r.scale == "default"
+    assert r.device_name == r.provenance["device_name"] and r.wall_seconds >= r.train_seconds > 0
+    assert {"git_commit", "torch_version", "device", "date", "wall_seconds"} <= r.provenance.keys()
     back = PhaseTransitionResult.load(r.save(tmp_path / "r.json"))
-    assert back.memorization_ratio == r.memorization_ratio and back.transition == r.transition
+    assert results.to_json(back) == results.to_json(r)  # every number, exactly
+    assert back.transition == r.transition and back.midpoint_over_N == r.midpoint_over_N
+    assert [m.dtype for m in (back.X, back.times, back.memorization_ratio)] == [np.float64] * 3
 
 
 def test_phase_transition_is_reproducible_under_a_seed():
     a = phase_transition(4, 2, 12, [3, 12], seed=2, **TINY)
     b = phase_transition(4, 2, 12, [3, 12], seed=2, **TINY)
-    assert a.memorization_ratio == b.memorization_ratio and a.train_loss == b.train_loss
+    assert np.array_equal(a.memorization_ratio, b.memorization_ratio)
+    assert np.array_equal(a.train_loss, b.train_loss)
 
 
 def test_loading_a_foreign_file_is_an_error(tmp_path):
@@ -65,7 +79,7 @@ def test_command_line(tmp_path, capsys):
     main(["phase-transition", "--d", "3", "--K", "2", "--N", "8", "--sizes", "2", "8", "--scale", "ci",
           "--steps", "20", "--draws", "1", "--device", "cpu", "--no-progress", "--out", str(out)])
     r = PhaseTransitionResult.load(out)
-    assert r.model_sizes == [2, 8] and r.provenance["settings"]["train_config"]["steps"] == 20
+    assert r.model_sizes == [2, 8] and r.train_config.steps == 20 and r.train_config.num_draws == 1
     assert r.provenance["command"] == (
         "python -m gmmmem phase-transition --d 3 --K 2 --N 8 --sizes 2 8 --scale ci --steps 20 "
         f"--draws 1 --device cpu --no-progress --out {out}")
@@ -142,7 +156,7 @@ def test_random_start_is_not_on_training_points_and_is_recorded():
 def test_result_crossover_is_the_crossing_of_its_monte_carlo_losses():
     r = phase_transition(6, 2, 20, [4, 8, 12, 16, 20], scale="ci", device="cpu", progress=False,
                          config=TrainConfig(steps=30, peak_lr=1e-2, final_lr=1e-4, num_draws=1))
-    gap = np.asarray(r.reference["true_train"]).mean() - np.asarray(r.reference["pmem_train"]).mean(1)
+    gap = r.reference.true_train.mean() - r.reference.pmem_train.mean(1)
     frac = np.asarray(r.model_sizes) / r.N
     k = int(np.flatnonzero(gap >= 0)[0])  # brute force: the first size where the gap is >= 0
     want = frac[k - 1] + (frac[k] - frac[k - 1]) * (0 - gap[k - 1]) / (gap[k] - gap[k - 1])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gmmmem import networks
+from gmmmem import networks, results
 from gmmmem.diffusion import time_grid
 from gmmmem.experiments import EvalConfig
 from gmmmem.networks import (
@@ -218,15 +218,18 @@ def test_width_sweep_runs_and_round_trips(tmp_path):
     r = width_sweep(4, 2, 10, [4, 8], scale="ci", device="cpu", emb_dim=4, config=c,
                     eval_config=EvalConfig(num_samples=20, loss_draws=2), progress=False)
     assert r.num_params == [num_params(4, 4, 2, 4), num_params(4, 8, 2, 4)]
-    assert all(0 <= x <= 1 for x in r.memorization_ratio)
-    assert all(0 <= x <= 1 for x in r.nearest_ratio_median)
-    assert np.asarray(r.train_loss).shape == (2, 26) == np.asarray(r.test_loss).shape
-    assert set(r.reference) == {"true_train", "true_test", "mem_train", "mem_test"}
+    assert np.all((0 <= r.memorization_ratio) & (r.memorization_ratio <= 1))
+    assert np.all((0 <= r.nearest_ratio_median) & (r.nearest_ratio_median <= 1))
+    assert r.train_loss.shape == (2, 26) == r.test_loss.shape
+    assert r.reference.pmem_train is None and r.reference.pmem_test is None  # no such start
     # the memorizing denoiser returns a training point at the smallest time
-    assert r.reference["mem_train"][0] < 1e-6 < r.reference["true_train"][0]
+    assert r.reference.mem_train[0] < 1e-6 < r.reference.true_train[0]
     assert r.provenance["settings"]["widths"] == [4, 8]
+    assert r.train_config == c and r.steps == 60 and r.eval_config.num_samples == 20
+    assert r.loss_history.loss.shape == (60, 2) and r.loss_history.var is None
     loaded = WidthSweepResult.load(r.save(tmp_path / "sweep.json"))
-    assert loaded.memorization_ratio == r.memorization_ratio and loaded.transition == r.transition
+    assert results.to_json(loaded) == results.to_json(r) and loaded.transition == r.transition
+    assert "pmem_train" not in (tmp_path / "sweep.json").read_text()
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="width-sweep"):
         WidthSweepResult.load(tmp_path / "bad.json")
@@ -249,17 +252,17 @@ def test_width_sweep_snapshots_measure_the_networks_of_those_steps(tmp_path):
     ev = EvalConfig(num_samples=20, loss_draws=2)
     r = width_sweep(4, 2, 10, [4, 8], scale="ci", device="cpu", emb_dim=4, config=c,
                     eval_config=ev, progress=False, snapshots=[10, 40])
-    snap = r.loss_history["snapshots"]
-    assert snap["steps"] == [10, 40]
-    assert snap["memorization_ratio"][1] == r.memorization_ratio
-    assert snap["nearest_ratio_median"][1] == r.nearest_ratio_median
+    snap = r.loss_history.snapshots
+    assert snap.steps.tolist() == [10, 40] and snap.var is None
+    assert np.array_equal(snap.memorization_ratio[1], r.memorization_ratio)
+    assert np.array_equal(snap.nearest_ratio_median[1], r.nearest_ratio_median)
     early = networks.train_mlp(networks.make_data(4, 2, 10, 0, torch.device("cpu"))[1], [4, 8],
                                dataclasses.replace(c), "cpu", emb_dim=4, progress=False, snapshots=[10])
     ten = early.snapshots[10]
     assert ten.loss_history.shape == (10, 2)
     assert not torch.equal(ten.params[1][0], early.params[1][0])  # the step-10 networks differ
     ratio, median = networks._sample_ratios(ten, networks.make_data(4, 2, 10, 0, torch.device("cpu"))[1], ev, 0)
-    assert snap["memorization_ratio"][0] == ratio and snap["nearest_ratio_median"][0] == median
+    assert snap.memorization_ratio[0].tolist() == ratio and snap.nearest_ratio_median[0].tolist() == median
 
 
 def test_width_config_is_the_committed_recipe():
@@ -276,7 +279,7 @@ def test_width_sweep_command_line(tmp_path, capsys):
           "--steps", "20", "--snapshots", "10", "20", "--device", "cpu", "--out", str(out),
           "--no-progress"])
     r = WidthSweepResult.load(out)
-    assert r.widths == [4, 8] and r.loss_history["snapshots"]["steps"] == [10, 20]
+    assert r.widths == [4, 8] and r.loss_history.snapshots.steps.tolist() == [10, 20]
     assert r.provenance["command"].startswith("python -m gmmmem width-sweep --d 3")
     assert "memorization ratio by width" in capsys.readouterr().out
     assert not (tmp_path / "w.json.checkpoint").exists()

@@ -14,6 +14,7 @@ import torch
 from gmmmem import sweep
 from gmmmem.__main__ import GRID_NAMES, main
 from gmmmem.experiments import EvalConfig, PhaseTransitionResult, make_data, phase_transition, transition
+from gmmmem.results import LossHistory, ReferenceLosses
 from gmmmem.sweep import Config, SweepError, SweepWarning, load_sweep, run_config, run_sweep
 from gmmmem.train import TrainConfig
 
@@ -83,7 +84,7 @@ def test_phase_transition_records_the_variance_and_checks_it():
     assert r.provenance["settings"]["var"] == 0.25
     base = phase_transition(3, 2, 8, [4, 8], seed=0, **kw)
     assert base.provenance["settings"]["var"] == 1.0
-    assert r.reference["true_train"] != base.reference["true_train"]
+    assert not np.array_equal(r.reference.true_train, base.reference.true_train)
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="var"):
             phase_transition(3, 2, 8, [4, 8], seed=0, var=bad, **kw)
@@ -108,15 +109,18 @@ def _fake_phase_transition(curve):
              progress, checkpoint, var):
         sizes = model_sizes or [N * k // 10 for k in range(1, 11)]
         T = 26
-        row = lambda M: [float(M)] * T  # noqa: E731
+        rows = lambda sign: np.array([[sign * float(M)] * T for M in sizes])  # noqa: E731
         return PhaseTransitionResult(
-            d=d, K=K, N=N, model_sizes=list(sizes), times=list(np.linspace(0.001, 0.999, T)),
-            memorization_ratio=[curve(M) for M in sizes],
-            train_loss=[row(M) for M in sizes], test_loss=[row(-M) for M in sizes],
-            reference={"true_train": [1.0] * T, "true_test": [2.0] * T, "mem_train": [0.0] * T,
-                       "mem_test": [3.0] * T, "pmem_train": [row(M) for M in sizes],
-                       "pmem_test": [row(2 * M) for M in sizes]},
-            learned_var=[M / 1000 for M in sizes], means_stats=[], loss_history={}, arrays={},
+            d=d, K=K, N=N, model_sizes=list(sizes), times=np.linspace(0.001, 0.999, T),
+            memorization_ratio=np.array([curve(M) for M in sizes]),
+            train_loss=rows(1), test_loss=rows(-1),
+            reference=ReferenceLosses(true_train=np.full(T, 1.0), true_test=np.full(T, 2.0),
+                                      mem_train=np.zeros(T), mem_test=np.full(T, 3.0),
+                                      pmem_train=rows(1), pmem_test=rows(2)),
+            learned_var=np.array([M / 1000 for M in sizes]),
+            loss_history=LossHistory(steps=np.zeros(1, dtype=np.int64), loss=np.zeros((1, len(sizes)))),
+            X=np.zeros((N, d)), true_means=np.zeros((K, d)),
+            learned_means=[np.zeros((M, d)) for M in sizes], means_stats=[],
             provenance={"settings": {"train_seconds": 1.0, "eval_config": {"num_samples": 200, "loss_draws": 2}},
                         "wall_seconds": 2.0},
         )
@@ -152,11 +156,11 @@ def test_a_real_configuration_merges_both_stages():
     coarse = phase_transition(4, 2, 20, None, "ci", 0, "cpu", config=train, eval_config=EVAL,
                               progress=False)
     ratio = dict(zip(rec["model_sizes"], rec["memorization_ratio"]))
-    assert [ratio[M] for M in coarse.model_sizes] == coarse.memorization_ratio
+    assert [ratio[M] for M in coarse.model_sizes] == coarse.memorization_ratio.tolist()
     assert rec["stages"]["fine"]["model_sizes"] == sweep.fine_sizes(coarse.model_sizes, coarse.memorization_ratio)
     assert rec["model_sizes"] == sorted(coarse.model_sizes + rec["stages"]["fine"]["model_sizes"])
     assert (rec["start"], rec["end"]) == transition(rec["model_sizes"], rec["memorization_ratio"])
-    assert rec["reference"]["true_train"] == coarse.reference["true_train"]
+    assert rec["reference"]["true_train"] == coarse.reference.true_train.tolist()
     p = rec["provenance"]
     assert p["settings"] == rec["settings"] and p["settings"]["train_config"]["steps"] == 40
     assert {"git_commit", "device", "date", "wall_seconds"} <= p.keys()

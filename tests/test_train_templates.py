@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import gmmmem.train_templates as tt
-from gmmmem import metrics, train
-from gmmmem.experiments import PhaseTransitionResult, make_template_data, phase_transition_templates
+from gmmmem import metrics, results, train
+from gmmmem.experiments import (PhaseTransitionResult, TemplateTransitionResult, make_template_data,
+                                phase_transition_templates)
 from gmmmem.mixtures import gmm_denoise
 from gmmmem.templates import ColoredTemplates, colorize, load_templates, posterior_mean
 from gmmmem.train import TrainConfig, pmem_init_order
@@ -216,14 +217,20 @@ def test_phase_transition_templates_runs_and_round_trips(tmp_path):
     cfg = TrainConfig(steps=40, peak_lr=3e-3, final_lr=3e-6, num_draws=2)
     r = phase_transition_templates(2, 6, [2, 6], size=4, scale="ci", config=cfg, progress=False)
     assert r.d == 3 * 16 and r.model_sizes == [2, 6]
-    assert all(0.0 <= x <= 1.0 for x in r.memorization_ratio)
-    assert np.asarray(r.train_loss).shape == (2, 26)
-    assert np.asarray(r.reference["pmem_train"]).shape == (2, 26)
+    assert np.all((0.0 <= r.memorization_ratio) & (r.memorization_ratio <= 1.0))
+    assert r.train_loss.shape == (2, 26) and r.reference.pmem_train.shape == (2, 26)
+    assert r.X.shape == (6, 48) and r.true_templates.shape == (2, 4, 4)
+    assert [T.shape for T in r.learned_templates] == [(2, 4, 4), (6, 4, 4)]
+    assert [mu.shape for mu in r.learned_color_means] == [(2, 3), (6, 3)]
+    assert [st.M for st in r.template_stats] == [2, 6]
     # the memorizing denoiser has (close to) zero training loss at small noise
-    assert r.reference["mem_train"][0] < 1e-3 * r.reference["true_train"][0]
+    assert r.reference.mem_train[0] < 1e-3 * r.reference.true_train[0]
     assert r.provenance["settings"]["experiment"] == "phase_transition_templates"
-    back = PhaseTransitionResult.load(r.save(tmp_path / "r.json"))
-    assert back.memorization_ratio == r.memorization_ratio and back.means_stats == r.means_stats
+    assert r.train_config == cfg and r.loss_history.var.shape == r.loss_history.loss.shape
+    back = TemplateTransitionResult.load(r.save(tmp_path / "r.json"))
+    assert results.to_json(back) == results.to_json(r) and back.template_stats == r.template_stats
+    with pytest.raises(ValueError, match="TemplateTransitionResult"):
+        PhaseTransitionResult.load(tmp_path / "r.json")
 
 
 def test_template_statistics_on_known_cases():
@@ -248,11 +255,10 @@ def test_command_line(tmp_path, capsys):
     main(["phase-transition-templates", "--K", "2", "--N", "6", "--size", "4", "--sizes", "2", "6",
           "--scale", "ci", "--steps", "20", "--device", "cpu", "--no-progress", "--out", str(out),
           "--snapshots", "10"])
-    r = PhaseTransitionResult.load(out)
-    assert r.loss_history["snapshots"]["steps"] == [10]
-    settings = r.provenance["settings"]
-    assert r.model_sizes == [2, 6] and settings["experiment"] == "phase_transition_templates"
-    assert settings["train_config"]["steps"] == 20 and settings["train_config"]["num_draws"] == 2
+    r = TemplateTransitionResult.load(out)
+    assert r.loss_history.snapshots.steps.tolist() == [10]
+    assert r.model_sizes == [2, 6] and r.provenance["settings"]["experiment"] == "phase_transition_templates"
+    assert r.train_config.steps == 20 and r.train_config.num_draws == 2
     assert "transition start" in capsys.readouterr().out
     assert not (tmp_path / "run.json.checkpoint").exists()
 
@@ -310,13 +316,13 @@ def test_phase_transition_templates_measures_snapshots_on_the_same_sampler_noise
     cfg = TrainConfig(steps=40, peak_lr=3e-2, final_lr=3e-5, num_draws=2, adam_beta2=0.9)
     r = phase_transition_templates(2, 6, [2, 6], size=4, scale="ci", config=cfg, progress=False,
                                    snapshots=[1, 40])
-    snap = r.loss_history["snapshots"]
-    assert snap["steps"] == [1, 40] and r.provenance["settings"]["snapshots"] == [1, 40]
-    assert snap["memorization_ratio"][1] == r.memorization_ratio  # the final models, same noise
-    assert snap["var"][1] == r.learned_var
-    assert snap["var"][0] != r.learned_var
+    snap = r.loss_history.snapshots
+    assert snap.steps.tolist() == [1, 40] and r.provenance["settings"]["snapshots"] == [1, 40]
+    assert np.array_equal(snap.memorization_ratio[1], r.memorization_ratio)  # the final models, same noise
+    assert np.array_equal(snap.var[1], r.learned_var)
+    assert not np.array_equal(snap.var[0], r.learned_var)
     # after one step the size-6 model is still (nearly) the memorizing start
-    assert snap["memorization_ratio"][0][1] == 1.0
+    assert snap.memorization_ratio[0, 1] == 1.0
 
 
 def test_template_config_keeps_the_authors_optimizer_at_default_scale():
