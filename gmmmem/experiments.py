@@ -325,9 +325,9 @@ def split_losses(denoisers, X: torch.Tensor, X_test: torch.Tensor, ev: EvalConfi
 
 def _reference_losses(losses: dict[str, np.ndarray], S: int) -> ReferenceLosses:
     """The reference losses among the (2S + 2, T) loss rows [trained..., pmem..., true, mem]."""
-    return ReferenceLosses(**{f"{name}_{split}": floats(rows[at])
-                              for split, rows in losses.items()
-                              for name, at in (("true", 2 * S), ("mem", 2 * S + 1), ("pmem", slice(S, 2 * S)))})
+    at = {"pmem": slice(S, 2 * S), "true": 2 * S, "mem": 2 * S + 1}
+    return ReferenceLosses(**{f"{name}_{split}": floats(rows[row])
+                              for split, rows in losses.items() for name, row in at.items()})
 
 
 def _measure(trained, truth_denoise, X, X_test, ev: EvalConfig, seed: int):

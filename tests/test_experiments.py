@@ -7,8 +7,7 @@ import torch
 
 from gmmmem.__main__ import main
 from gmmmem import metrics, results
-from gmmmem.experiments import (EvalConfig, PhaseTransitionResult, TemplateTransitionResult, make_data, midpoint,
-                                phase_transition, transition)
+from gmmmem.experiments import EvalConfig, PhaseTransitionResult, make_data, midpoint, phase_transition, transition
 from gmmmem.train import TrainConfig
 
 
