@@ -24,7 +24,8 @@ each size follows exactly the trajectory it would follow alone with the same see
 The loop itself (:func:`fit`: time and noise draws, Adam with the update EMA, checkpoints) does
 not know the model: the coloured-template mixtures (:mod:`gmmmem.train_templates`) and the MLP
 (:mod:`gmmmem.networks`) train through it too, each supplying its parameters and its
-``loss_and_grad`` (:class:`Trainable`).
+``loss_and_grad`` (:class:`Trainable`); so does :mod:`gmmmem.train_many`, several
+configurations at once, each with its own draws (:func:`fit_draws`).
 """
 
 from __future__ import annotations

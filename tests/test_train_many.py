@@ -166,3 +166,27 @@ def test_size_groups_pads_each_extent_to_its_largest():
     assert train.size_groups(items, 1e12, shape=lambda it: it) == [items]
     # a run of (1, 5) and (1, 9) costs 2 x 9 = 18 < 5 + 9 + overhead 5
     assert train.size_groups(items, 5.0, shape=lambda it: it)[0] == [(1, 5), (1, 9)]
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_on_cuda_each_configuration_trains_as_it_does_alone():
+    Xs, configs = _data()
+    many = train_many.train_many(Xs, SIZES, configs, "cuda", progress=False, dtype=F64)
+    for X, sizes, cfg, got in zip(Xs, SIZES, configs, many):
+        _assert_same_training(got, train_gmm(X, sizes, cfg, "cuda", progress=False, dtype=F64),
+                              rtol=1e-8)
+
+
+@cuda
+def test_on_cuda_a_batched_sweep_stage_runs():
+    from gmmmem.experiments import EvalConfig
+    from gmmmem.sweep import Config, run_configs
+
+    recs = run_configs([Config(5, 2, 20), Config(8, 3, 30, seed=1)], "ci",
+                       TrainConfig.preset("ci", steps=50), EvalConfig(20, 2), "cuda")
+    assert [r["config"]["N"] for r in recs] == [20, 30]
+    assert all(r["provenance"]["device"].startswith("cuda") for r in recs)
+    assert all(len(r["memorization_ratio"]) == len(r["model_sizes"]) >= 10 for r in recs)
