@@ -291,7 +291,8 @@ def run_configs(
     """:func:`run_config` for several configurations at once, in this process on one device:
     each stage trains every configuration's sizes in one batched program
     (:func:`gmmmem.train_many.train_many`), then measures each configuration; returns their
-    records, in order, the same as :func:`run_config` makes but for rounding and the times.
+    records, in order: those :func:`run_config` makes but for the times and rounding (which the
+    training amplifies, as between two devices: :mod:`gmmmem.train_many`).
 
     A record's times are its equal share of its batch's training plus its own measuring, so
     that the records' wall times add up to the batch's. With ``checkpoint_dir`` each stage's
