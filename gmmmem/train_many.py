@@ -119,6 +119,7 @@ class _Group:
         self.which = torch.tensor([it.config for it in items], device=like.device)
         self.own_rows = torch.tensor([float(it.rows) for it in items], device=like.device,
                                      dtype=like.dtype)
+        self.scale = (1.0 / self.own_rows).view(-1, 1, 1)
         budget = CHUNK_FLOATS if like.device.type == "cpu" else 64 * CHUNK_FLOATS
         self.chunk = max(1, budget // (S * Mmax))
         self.params = [self.means, self.log_std]
@@ -126,18 +127,14 @@ class _Group:
 
     def loss_and_grad(self, x0, t, eps) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Mean loss per pair (S,) over its own rows, and its gradients, in chunks of rows."""
-        scale = (1.0 / self.own_rows).view(-1, 1, 1)
-        loss = torch.zeros_like(self.log_std)
-        grads = [torch.zeros_like(self.means), torch.zeros_like(self.log_std)]
+        total = None  # loss, mean and variance gradients, summed over chunks
         for lo in range(0, self.rows, self.chunk):
             hi = min(self.rows, lo + self.chunk)
             pick = lambda v, width: v[:, lo:hi, :width].index_select(0, self.which)  # noqa: E731
-            part, gm, gs = _loss_and_grad(pick(x0, self.d), pick(t, 1), pick(eps, self.d),
-                                          self.means, self.log_std, self.bias, scale)
-            loss += part
-            grads[0] += gm
-            grads[1] += gs
-        return loss / self.own_rows, grads
+            part = _loss_and_grad(pick(x0, self.d), pick(t, 1), pick(eps, self.d), self.means,
+                                  self.log_std, self.bias, self.scale)
+            total = list(part) if total is None else [a.add_(b) for a, b in zip(total, part)]
+        return total[0] / self.own_rows, total[1:]
 
 
 class _ManyMixtures(SizeGroups):

@@ -41,6 +41,15 @@ def test_each_configuration_trains_as_it_does_alone(monkeypatch, overhead):
         _assert_same_training(got, train_gmm(X, sizes, cfg, "cpu", progress=False, dtype=F64))
 
 
+def test_rows_in_chunks_train_as_all_at_once(monkeypatch):
+    Xs, configs = _data()
+    whole = train_many.train_many(Xs, SIZES, configs, "cpu", progress=False, dtype=F64)
+    monkeypatch.setattr(train_many, "CHUNK_FLOATS", 300)  # 300 // (6 x 20) = 2 rows a chunk
+    chunked = train_many.train_many(Xs, SIZES, configs, "cpu", progress=False, dtype=F64)
+    for a, b in zip(whole, chunked):
+        _assert_same_training(a, b, rtol=1e-8)  # sums in another order, amplified by training
+
+
 def test_one_group_pads_dimension_rows_and_components():
     Xs, configs = _data()
     items = [Item(X.shape[1], X.shape[0] * 3, M, c) for c, (X, s) in enumerate(zip(Xs, SIZES))
