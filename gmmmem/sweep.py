@@ -58,7 +58,7 @@ from .config import check_scale
 from .experiments import (EVAL_PRESETS, EvalConfig, PhaseTransitionResult, _model_sizes, make_data,
                           measure_phase_transition, midpoint, midpoint_interval, midpoint_status,
                           phase_transition, transition)
-from .train import TrainConfig, TrainedMixtures
+from .train import TrainConfig
 from .train_many import train_many
 
 #: Sizes of the fine stage, spread evenly over the coarse bracket (the authors use 10).
