@@ -187,7 +187,7 @@ def _sweep(args: argparse.Namespace) -> None:
         records = run_sweep(
             args.grid, args.out, scale=args.scale, scheduler=args.scheduler,
             n_workers=args.workers, progress=False if args.no_progress else None,
-            device=args.device, report=print,
+            device=args.device, report=print, batch=args.batch_configs,
         )
     except (SweepError, ConnectionError) as err:
         sys.exit(f"error: {err}")
@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training preset (default: the grid's own, with its settings)")
     sw.add_argument("--device", default="auto",
                     help="auto (each worker: its GPU, else the CPU), or one device for every task")
+    sw.add_argument("--batch-configs", type=int, metavar="C",
+                    help="no Dask: train up to C configurations at a time as one program, here on "
+                    "--device (what one GPU needs; the same records)")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     sw.set_defaults(run=_sweep, parser=sw)
 

@@ -437,6 +437,19 @@ def phase_transition(
     init = random_start(X, max(sizes), seed) if start == "random" else None
     trained = train_gmm(X, sizes, config, dev, init_means=init, progress=progress,
                         checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    return measure_phase_transition(trained, truth, X, X_test, ev, seed=seed, scale=scale,
+                                    began=began, start=start)
+
+
+def measure_phase_transition(trained, truth: IsoGMM, X: torch.Tensor, X_test: torch.Tensor,
+                             ev: EvalConfig, *, seed: int, scale: str, began: float,
+                             start: str = "pmem") -> PhaseTransitionResult:
+    """The :class:`PhaseTransitionResult` of the mixtures ``trained`` on ``X``, drawn with
+    ``X_test`` from ``truth`` by :func:`make_data` with ``seed``: measured on both with ``ev``
+    and the evaluation noise of ``seed``. ``began``: the ``time.perf_counter()`` at which the
+    run began (its wall time ends now)."""
+    (N, d), K, var = X.shape, truth.K, float(truth.var)
+    dev = X.device
     ratio, losses = _measure(trained, truth.denoise, X, X_test, ev, seed)
     stats = [metrics.means_statistics(m.to(dev, torch.float64), truth.means, X) for m in trained.means]
     settings = {"experiment": "phase_transition", "d": d, "K": K, "N": N, "var": var,

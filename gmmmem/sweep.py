@@ -20,7 +20,10 @@ ratio depends on its place in its stage: a fresh, equally distributed draw.
 The configurations run as tasks on Dask (``dask.distributed``), one task per configuration
 (both stages): by default on a :class:`~distributed.LocalCluster` with one worker per GPU, each
 pinned to its GPU, or, without a GPU, one single-threaded worker per CPU core; or on a running
-cluster given by its scheduler's address. Results go to one JSON-lines file per sweep, one
+cluster given by its scheduler's address. On one GPU many small programs leave the device idle:
+there ``batch`` (``--batch-configs``) runs the configurations in this process instead, many at a
+time as one program (:func:`run_configs`, training by :func:`gmmmem.train_many.train_many`),
+with the same records. Results go to one JSON-lines file per sweep, one
 record per configuration, rewritten atomically as each task finishes; rerunning the same
 command resumes (:func:`run_sweep`). :func:`load_sweep` reads and validates such a file.
 """
@@ -52,9 +55,11 @@ from tqdm import tqdm
 from . import device as _device
 from . import files, presets, provenance, validate
 from .config import check_scale
-from .experiments import (EVAL_PRESETS, EvalConfig, PhaseTransitionResult, midpoint,
-                          midpoint_interval, midpoint_status, phase_transition, transition)
+from .experiments import (EVAL_PRESETS, EvalConfig, PhaseTransitionResult, _model_sizes, make_data,
+                          measure_phase_transition, midpoint, midpoint_interval, midpoint_status,
+                          phase_transition, transition)
 from .train import TrainConfig
+from .train_many import train_many
 
 #: Sizes of the fine stage, spread evenly over the coarse bracket (the authors use 10).
 FINE_POINTS = 10
@@ -270,6 +275,67 @@ def run_config(
     extra = fine_sizes(coarse.model_sizes, coarse.memorization_ratio, fine_points)
     fine = stage(extra) if extra else None
     return merge(config, settings_, coarse, fine, dev, time.perf_counter() - began)
+
+
+def run_configs(
+    configs: Sequence[Config],
+    scale: str = "default",
+    train_config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    device: str | torch.device | None = None,
+    *,
+    fine_points: int = FINE_POINTS,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_config` for several configurations at once, in this process on one device:
+    each stage trains every configuration's sizes in one batched program
+    (:func:`gmmmem.train_many.train_many`), then measures each configuration; returns their
+    records, in order: those :func:`run_config` makes but for the times and rounding (which the
+    training amplifies, as between two devices: :mod:`gmmmem.train_many`).
+
+    A record's times are its equal share of its batch's training plus its own measuring, so
+    that the records' wall times add up to the batch's. With ``checkpoint_dir`` each stage's
+    training checkpoints there (one file for the batch). ``progress``: the training's bar.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("configs is empty")
+    check_scale(scale)
+    base = train_config or TrainConfig.preset(scale)
+    trains = [dataclasses.replace(base, seed=c.seed) for c in configs]
+    ev = eval_config or EVAL_PRESETS[scale]
+    settings_ = [settings(c, scale, tc, ev, fine_points) for c, tc in zip(configs, trains)]
+    dev = _device.resolve(device)
+    began = time.perf_counter()
+    data = [make_data(c.d, c.K, c.N, c.seed, dev, c.var) for c in configs]
+    made = (time.perf_counter() - began) / len(configs)
+
+    def stage(which: list[int], sizes: list[list[int]]) -> list[PhaseTransitionResult]:
+        checkpoint = None
+        if checkpoint_dir is not None:
+            checkpoint = Path(checkpoint_dir) / (
+                f"batch-{_digest([[settings_[i] for i in which], sizes])}.pt")
+        trained = train_many([data[i][1] for i in which], sizes, [trains[i] for i in which], dev,
+                             progress=progress, checkpoint=checkpoint)
+        share = trained[0].seconds / len(which)
+        results = []
+        for i, run in zip(which, trained):
+            run = dataclasses.replace(run, seconds=share)
+            truth, X, X_test = data[i]
+            results.append(measure_phase_transition(
+                run, truth, X, X_test, ev, seed=configs[i].seed, scale=scale,
+                began=time.perf_counter() - share))
+        return results
+
+    everyone = list(range(len(configs)))
+    coarse = stage(everyone, [_model_sizes(None, c.N) for c in configs])
+    extra = [fine_sizes(r.model_sizes, r.memorization_ratio, fine_points) for r in coarse]
+    refine = [i for i in everyone if extra[i]]
+    fine = dict(zip(refine, stage(refine, [extra[i] for i in refine]))) if refine else {}
+    return [merge(c, settings_[i], coarse[i], fine.get(i), dev,
+                  made + sum(r.provenance["wall_seconds"] for r in (coarse[i], fine.get(i)) if r))
+            for i, c in enumerate(configs)]
 
 
 def _task(config, scale, train_config, eval_config, device, fine_points, checkpoint_dir, pin_gpu):
@@ -647,6 +713,7 @@ def run_sweep(
     eval_config: EvalConfig | None = None,
     fine_points: int = FINE_POINTS,
     report: Callable[[str], None] | None = None,
+    batch: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) a sweep; returns the records of ``grid``'s configurations, in its order.
 
@@ -660,7 +727,10 @@ def run_sweep(
     to its GPU, when ``device`` is auto and CUDA is present; else one single-threaded worker
     per CPU core). ``device``: None / ``"auto"`` (each worker's own default), or one device for
     every task. Only the local cluster checkpoints training (next to ``out``), so that a
-    killed sweep also resumes the configurations it was computing.
+    killed sweep also resumes the configurations it was computing. With ``batch`` (a number of
+    configurations) no Dask: here, on one device, up to ``batch`` configurations at a time run
+    as one program (:func:`run_configs`; what one GPU needs), checkpointed next to ``out``, a
+    batch's records written when it ends; a batch that fails fails all its configurations.
 
     Records go to ``out`` (JSON lines), the file rewritten atomically after each configuration.
     ``out`` is checked before any work and locked while the sweep runs: a second sweep writing
@@ -685,6 +755,11 @@ def run_sweep(
                              "it cannot be used with a scheduler address")
     if n_workers is not None:
         validate.positive_int(n_workers, "n_workers (--workers)")
+    if batch is not None:
+        validate.positive_int(batch, "batch (--batch-configs)")
+        if scheduler is not None or n_workers is not None:
+            raise ValueError("batch (--batch-configs) runs the configurations here, in one "
+                             "program: it cannot be used with a scheduler or workers")
     if device == "auto":
         device = None
     if device is not None:
@@ -745,7 +820,10 @@ def run_sweep(
     todo = [c for c in configs if c.key not in done]
     say(f"{len(configs)} configurations, {len(done)} already in {out}, {len(todo)} to compute")
     failures: list[tuple[Config, BaseException]] = []
-    if todo:
+    if todo and batch is not None:
+        failures = _compute_batched(todo, batch, scale, train_configs, ev, fine_points, device,
+                                    out, done, save, progress, len(configs), say)
+    elif todo:
         failures = _compute(todo, scale, train_configs, ev, fine_points, device, scheduler,
                             n_workers, out, done, save, progress, len(configs), say)
     if failures:
@@ -815,5 +893,44 @@ def _compute(todo, scale, train_configs, ev, fine_points, device, scheduler, n_w
         if cluster is not None:
             cluster.close()
         if checkpoint_dir is not None and checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+            checkpoint_dir.rmdir()
+    return failures
+
+
+def _compute_batched(todo, batch, scale, train_configs, ev, fine_points, device, out, done, save,
+                     progress, total, say) -> list[tuple[Config, BaseException]]:
+    """Run the missing configurations here, ``batch`` at a time (:func:`run_configs`), and
+    record each batch as it finishes."""
+    dev = _device.resolve(device)
+    checkpoint_dir = out.with_name(out.name + ".checkpoints")
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    chunks = [todo[i:i + batch] for i in range(0, len(todo), batch)]
+    say(f"computing here on {dev}, {len(chunks)} batch(es) of up to {batch} configurations")
+    failures = []
+    try:
+        with tqdm(total=total, initial=total - len(todo), unit="config", desc=f"sweep {out.name}",
+                  disable=None if progress is None else not progress) as bar:
+            for chunk in chunks:
+                base = dataclasses.replace(train_configs[chunk[0].key], seed=0)
+                try:
+                    records = run_configs(chunk, scale, base, ev, dev, fine_points=fine_points,
+                                          checkpoint_dir=checkpoint_dir, progress=progress)
+                except Exception as err:  # as a failed Dask task: the other batches go on
+                    names = ", ".join(c.name for c in chunk)
+                    warnings.warn(f"the batch of {names} failed: {type(err).__name__}: {err}",
+                                  SweepWarning, stacklevel=3)
+                    failures += [(c, err) for c in chunk]
+                    bar.update(len(chunk))
+                    continue
+                for c, rec in zip(chunk, records):
+                    done[c.key] = rec
+                save()
+                for c in chunk:
+                    say(summary(done[c.key]))
+                for f in checkpoint_dir.glob("batch-*.pt"):  # this batch's stages
+                    f.unlink(missing_ok=True)
+                bar.update(len(chunk))
+    finally:
+        if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
             checkpoint_dir.rmdir()
     return failures

@@ -24,7 +24,8 @@ each size follows exactly the trajectory it would follow alone with the same see
 The loop itself (:func:`fit`: time and noise draws, Adam with the update EMA, checkpoints) does
 not know the model: the coloured-template mixtures (:mod:`gmmmem.train_templates`) and the MLP
 (:mod:`gmmmem.networks`) train through it too, each supplying its parameters and its
-``loss_and_grad`` (:class:`Trainable`).
+``loss_and_grad`` (:class:`Trainable`); so does :mod:`gmmmem.train_many`, several
+configurations at once, each with its own draws (:func:`fit_draws`).
 """
 
 from __future__ import annotations
@@ -214,14 +215,17 @@ def _loss_and_grad(
     means: torch.Tensor,
     log_std: torch.Tensor,
     bias: torch.Tensor,
-    scale: float,
+    scale: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Per-size eps-prediction loss of one chunk of rows, and ``scale`` times its gradient.
 
-    Shapes: ``x0`` (n, d) clean points, ``t`` (n, 1) times, ``eps`` (n, d) noise; ``means``
-    (S, Mmax, d), ``log_std`` (S,), ``bias`` (S, 1, Mmax) with -inf on padded components.
-    Returns the loss summed over rows (S,), and the gradients of ``scale`` x its sum with
-    respect to ``means`` and ``log_std``.
+    Shapes: ``x0`` (n, d) clean points, ``t`` (n, 1) times, ``eps`` (n, d) noise, shared by
+    every size, or (S, n, d), (S, n, 1), (S, n, d), each size its own; ``means`` (S, Mmax, d),
+    ``log_std`` (S,), ``bias`` (S, 1, Mmax) with -inf on padded components; ``scale`` a number
+    or one per size (S, 1, 1). Returns the loss summed over rows (S,), and the gradients of
+    ``scale`` x its sum with respect to ``means`` and ``log_std``. A row at ``t`` = 1 with
+    ``x0`` = ``eps`` = 0 adds exactly 0 to both (its weight :math:`\psi_1 = 0`), and so do
+    coordinates where ``x0``, ``eps`` and the means are all 0: padding.
 
     The gradient is written out by hand (autograd keeps several more (S, n, Mmax) buffers;
     this runs 2-3x faster on a CPU). With the notation of
@@ -262,21 +266,28 @@ def _loss_and_grad(
     return loss, g_means, g_var * 2.0 * var.view(-1)
 
 
-def size_groups(sizes: Sequence[int], overhead: float) -> list[list[int]]:
+def size_groups(sizes: Sequence, overhead: float,
+                shape: Callable[[object], tuple] | None = None) -> list[list]:
     """Split the increasing ``sizes`` into runs that minimize the padded work of a step.
 
     A group padded to its largest size costs ``len(group) * max(group) + overhead``
     (components per noisy point); dynamic programming over the split points finds the cheapest
-    split (one group when ``overhead`` is large, one size a group when it is 0).
+    split (one group when ``overhead`` is large, one size a group when it is 0). With ``shape``
+    the items are anything sortable and ``shape(item)`` gives its extents (e.g. dimension,
+    rows, components): a group is padded to the largest of each, and costs ``len(group)``
+    times their product.
     """
     sizes = list(sizes)
     if sizes != sorted(sizes):
         raise ValueError(f"sizes must be increasing, got {sizes}")
+    extents = [(M,) for M in sizes] if shape is None else [tuple(shape(M)) for M in sizes]
     best, cut = [0.0] + [math.inf] * len(sizes), [0] * (len(sizes) + 1)
     for j in range(1, len(sizes) + 1):
-        for i in range(j):
-            cost = best[i] + (j - i) * sizes[j - 1] + overhead
-            if cost < best[j]:
+        widest = extents[j - 1]
+        for i in range(j - 1, -1, -1):  # the run i..j-1, its padded extents grown leftwards
+            widest = tuple(map(max, widest, extents[i]))
+            cost = best[i] + (j - i) * math.prod(widest) + overhead
+            if cost <= best[j]:  # ties: the smallest i, as a left-to-right scan keeps
                 best[j], cut[j] = cost, i
     groups, j = [], len(sizes)
     while j > 0:
@@ -295,14 +306,16 @@ def padding_bias(sizes: Sequence[int], like: torch.Tensor) -> torch.Tensor:
 
 
 class SizeGroups:
-    """Model sizes trained side by side in groups (:func:`size_groups` with ``overhead``), each
-    group padded to its largest size and made by ``make_group(sizes)``: an object with
-    ``params``, ``log_std`` (S,) and ``loss_and_grad(x0, t, eps)`` returning the mean loss of
-    its sizes and their gradients. Losses and variances come back in the order of ``sizes``."""
+    """Model sizes trained side by side in groups (:func:`size_groups` with ``overhead`` and
+    ``shape``), each group padded to its largest size and made by ``make_group(sizes)``: an
+    object with ``params``, ``log_std`` (S,) and ``loss_and_grad(x0, t, eps)`` returning the
+    mean loss of its sizes and their gradients. Losses and variances come back in the order of
+    ``sizes``."""
 
-    def __init__(self, sizes: Sequence[int], overhead: float, make_group: Callable) -> None:
+    def __init__(self, sizes: Sequence, overhead: float, make_group: Callable,
+                 shape: Callable[[object], tuple] | None = None) -> None:
         self.order = sorted(range(len(sizes)), key=lambda k: sizes[k])
-        self.layout = size_groups([sizes[k] for k in self.order], overhead)
+        self.layout = size_groups([sizes[k] for k in self.order], overhead, shape)
         self.groups = [make_group(g) for g in self.layout]
         self.params = [p for g in self.groups for p in g.params]
         self.num_models = len(sizes)
@@ -379,6 +392,50 @@ class _PackedMixtures(SizeGroups):
         return self._list_in_order(means), self.variance().cpu().tolist()
 
 
+class RowDraws:
+    """The noisy rows of each step of :func:`fit_draws` on the training points ``X`` (N, D):
+    every point repeated ``num_draws`` times, one time per point drawn uniformly from the
+    26-point grid and a noise vector per row, from a generator seeded with ``seed`` on X's
+    device."""
+
+    def __init__(self, X: torch.Tensor, num_draws: int, seed: int) -> None:
+        self.device, self.dtype = X.device, X.dtype
+        self.gen = torch.Generator(device=X.device).manual_seed(seed)
+        self.grid = time_grid(dtype=X.dtype, device=X.device)
+        self.x0 = X.repeat_interleave(num_draws, dim=0)
+        self.num_points, self.num_draws = X.shape[0], num_draws
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step's clean points (N R, D), times (N R, 1) and noise (N R, D)."""
+        pick = torch.randint(len(self.grid), (self.num_points,), generator=self.gen, device=self.device)
+        t_rows = self.grid[pick].repeat_interleave(self.num_draws)[:, None]
+        eps = torch.randn(self.x0.shape, generator=self.gen, device=self.device, dtype=self.dtype)
+        return self.x0, t_rows, eps
+
+    def state(self) -> torch.Tensor:
+        """The generator's state, for a checkpoint."""
+        return self.gen.get_state()
+
+    def load(self, state: torch.Tensor) -> None:
+        """Restore a state made by :meth:`state`."""
+        self.gen.set_state(state)
+
+
+class Draws(Protocol):
+    """What :func:`fit_draws` draws each step from: a call giving the rows (clean points,
+    times, noise) handed to ``loss_and_grad``, ``state()`` / ``load(state)`` for checkpoints,
+    and the ``device`` and ``dtype`` of the rows."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def state(self) -> object: ...
+
+    def load(self, state: object) -> None: ...
+
+
 class Trainable(Protocol):
     """What :func:`fit` trains: a list of parameter tensors (updated in place) and the
     eps-prediction loss of every model size with its gradients for a batch of rows
@@ -420,30 +477,48 @@ def fit(
     """Full-batch training of ``model`` on the flattened training points ``X`` (N, D).
 
     Every step draws for each training point one time uniformly from the 26-point grid and
-    ``config.num_draws`` noise vectors (generator seeded with ``config.seed``, on X's device),
-    then takes one Adam (+ update EMA) step with the learning rate ``config.lr(step)``.
-    ``key`` identifies the run for checkpoints (data, sizes, settings, start, dtype): see
-    :func:`train_gmm`. Returns the loss (and variance) history (steps, sizes) and the seconds.
-    ``snapshots``: steps (1..steps) after which a copy of the parameters is kept (on the CPU,
-    in ``FitResult.snapshots``, and in the checkpoint), to measure the model during training.
+    ``config.num_draws`` noise vectors (generator seeded with ``config.seed``, on X's device:
+    :class:`RowDraws`), then takes one Adam (+ update EMA) step with the learning rate
+    ``config.lr(step)`` (:func:`fit_draws`). ``key`` identifies the run for checkpoints (data,
+    sizes, settings, start, dtype): see :func:`train_gmm`. Returns the loss (and variance)
+    history (steps, sizes) and the seconds. ``snapshots``: steps (1..steps) after which a copy
+    of the parameters is kept (on the CPU, in ``FitResult.snapshots``, and in the checkpoint),
+    to measure the model during training.
     """
+    return fit_draws(model, RowDraws(X, config.num_draws, config.seed), config, key=key,
+                     desc=desc, progress=progress, checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, snapshots=snapshots)
+
+
+def fit_draws(
+    model: Trainable,
+    draws: Draws,
+    config: TrainConfig,
+    *,
+    key: dict,
+    desc: str,
+    progress: bool | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
+    snapshots: Sequence[int] = (),
+) -> FitResult:
+    """:func:`fit` with the rows of each step from ``draws`` (:class:`RowDraws` for one
+    training set; :mod:`gmmmem.train_many` draws for several): ``config.steps`` Adam (+ update
+    EMA) steps with the learning rate ``config.lr(step)``, checkpoints as :func:`fit`'s."""
     validate.positive_int(checkpoint_every, "checkpoint_every")
     wanted = sorted({validate.positive_int(s, "snapshot step") for s in snapshots})
     if wanted and wanted[-1] > config.steps:
         raise ValueError(f"snapshot steps must lie in 1..{config.steps}, got {wanted[-1]}")
-    dev, N, R = X.device, X.shape[0], config.num_draws
-    gen = torch.Generator(device=dev).manual_seed(config.seed)
-    grid = time_grid(dtype=X.dtype, device=dev)
-    x0_rows = X.repeat_interleave(R, dim=0)
+    dev = draws.device
     opt = _Adam(model.params, config.update_ema, config.adam_beta2)
     variance = getattr(model, "variance", None)
     # rows: the loss of each model, then (if the model has one) its variance after the step
     history = torch.empty(config.steps, (2 if variance else 1) * model.num_models, device=dev,
-                          dtype=X.dtype)
+                          dtype=draws.dtype)
 
     first, kept = 0, {}
     if checkpoint is not None and Path(checkpoint).exists():
-        first, done, kept = _resume(checkpoint, key, model.params, opt, gen)
+        first, done, kept = _resume(checkpoint, key, model.params, opt, draws)
         if first:
             history[:first] = done
         lost = [s for s in wanted if s <= first and s not in kept]
@@ -457,17 +532,14 @@ def fit(
         checked = _check_finite(history, model.params, checked, step, config, checkpoint)
         if checkpoint is not None:
             state = {"key": key, "step": step, "params": model.params, "adam": opt.state(),
-                     "generator": gen.get_state(), "history": history[:step], "snapshots": kept}
+                     "generator": draws.state(), "history": history[:step], "snapshots": kept}
             _save_atomic(state, checkpoint)
 
     t_start = time.perf_counter()
     bar = tqdm(range(first, config.steps), initial=first, total=config.steps, desc=desc,
                disable=None if progress is None else not progress, leave=False, mininterval=1.0)
     for step in bar:
-        t_rows = grid[torch.randint(len(grid), (N,), generator=gen, device=dev)]
-        t_rows = t_rows.repeat_interleave(R)[:, None]
-        eps = torch.randn(x0_rows.shape, generator=gen, device=dev, dtype=X.dtype)
-        loss, grads = model.loss_and_grad(x0_rows, t_rows, eps)
+        loss, grads = model.loss_and_grad(*draws())
         history[step, : model.num_models] = loss
         opt.step(grads, config.lr(step))
         if variance:
@@ -525,8 +597,8 @@ def _check_finite(history, params, checked: int, step: int, config: TrainConfig,
 CHECKPOINT_KEYS = ("key", "step", "params", "adam", "generator", "history")
 
 
-def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor | None, dict]:
-    """Load a checkpoint into the parameters, optimizer and generator in place; returns the
+def _resume(path, key, params, opt, draws) -> tuple[int, torch.Tensor | None, dict]:
+    """Load a checkpoint into the parameters, optimizer and draws' generator(s) in place; returns the
     step to start from, the loss history so far and the parameter snapshots kept so far (0,
     None and none for a damaged checkpoint, which is moved aside:
     :func:`gmmmem.files.load_checkpoint`)."""
@@ -541,7 +613,7 @@ def _resume(path, key, params, opt, gen) -> tuple[int, torch.Tensor | None, dict
     for p, saved in zip(params, state["params"]):
         p.copy_(saved)
     opt.load(state["adam"])
-    gen.set_state(state["generator"])
+    draws.load(state["generator"])
     kept = {s: [p.cpu() for p in ps] for s, ps in state.get("snapshots", {}).items()}
     return state["step"], state["history"], kept
 

@@ -93,7 +93,7 @@ def test_grouped_sizes_train_as_each_alone(monkeypatch):
     _, X = _images()
     cfg = TrainConfig(steps=20, peak_lr=1e-2, final_lr=1e-3, num_draws=2, update_ema=0.9)
     real = train.size_groups
-    monkeypatch.setattr(train, "size_groups", lambda sizes, overhead: real(sizes, 1e9))
+    monkeypatch.setattr(train, "size_groups", lambda sizes, overhead, shape=None: real(sizes, 1e9, shape))
     both = train_templates(X, [3, 7], cfg, progress=False, dtype=F64)
     ones = torch.ones(7, 4, dtype=F64)
     assert len(tt._TemplateMixtures(ones, ones[:, :3], [3, 7], 1e-3, rows=1).groups) == 1  # one group
