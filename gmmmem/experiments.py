@@ -32,7 +32,7 @@ from . import metrics, presets, provenance, validate
 from .config import check_scale
 from .device import resolve
 from .diffusion import time_grid
-from .losses import crossover_from_losses, mc_losses
+from .losses import crossover, mc_losses
 from .mixtures import IsoGMM, gmm_denoise, random_iso_gmm
 from .sampling import ddim_sample
 from .templates import ColoredTemplates, load_templates
@@ -186,13 +186,13 @@ class PhaseTransitionResult:
         """Index of the grid time nearest to ``t``."""
         return int(np.argmin(np.abs(np.asarray(self.times) - t)))
 
-    def crossover(self, weights: Sequence[float] | None = None) -> float | None:
+    def crossover(self, weights: Sequence[float] | None = None) -> float:
         """M*/N where the true model's and the partially memorizing models' Monte Carlo
         training losses cross, time weights ``weights`` (uniform by default), by
-        :func:`gmmmem.losses.crossover_from_losses`; None (with a warning) when they do not."""
+        :func:`gmmmem.losses.crossover`; NaN (with a warning) when they do not."""
         w = np.ones(len(self.times)) if weights is None else weights
-        return crossover_from_losses(np.asarray(self.model_sizes) / self.N, self.reference["true_train"],
-                                     self.reference["pmem_train"], w)
+        return crossover(np.asarray(self.model_sizes) / self.N, self.reference["true_train"],
+                         self.reference["pmem_train"], w)
 
     def learned_means(self, k: int) -> np.ndarray:
         """Learned means of the ``k``-th size, (M, d)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ CHUNK_FLOATS = 2**22
 
 
 class CrossoverWarning(UserWarning):
-    """The weighted losses given to :func:`crossover_from_losses` do not cross."""
+    """The weighted losses given to :func:`crossover` do not cross."""
 
 
 def mc_loss(
@@ -109,92 +109,109 @@ def pmem_excess(
     return torch.full_like(t, c * d * var * (1.0 - M / N))
 
 
-def _normalized(weights: torch.Tensor | Sequence[float], n: int) -> torch.Tensor:
-    w = torch.as_tensor(weights, dtype=torch.float64)
-    if w.shape != (n,):
-        raise ValueError(f"weights must have shape ({n},) to match t, got {tuple(w.shape)}")
-    if (w < 0).any() or not torch.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError("weights must be finite, >= 0 and not all zero")
+def _normalized(weights: Any, T: int) -> np.ndarray:
+    """Time weights of shape (T,), finite, >= 0 and not all zero, scaled to sum to one."""
+    w = validate.array(weights, "weights")
+    if w.shape != (T,):
+        raise ValueError(f"weights must have shape ({T},), one per time, got {w.shape}")
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be >= 0 and not all zero")
     return w / w.sum()
 
 
-def crossover(
-    t: torch.Tensor | Sequence[float],
-    weights: torch.Tensor | Sequence[float],
-    var: float | Sequence[float] | np.ndarray = 1.0,
-    c: float = 2.0,
-) -> float | np.ndarray:
-    r"""Closed-form crossover ratio :math:`M^\star/N` for time weights :math:`\lambda_t \ge 0`.
+def _crossings(
+    sizes: np.ndarray, gaps: np.ndarray, w: np.ndarray, *, grad: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    r"""The crossing rule of :func:`crossover` on checked arrays, with why and how it moves.
 
-    Solving :math:`\sum_t \lambda_t\,[\text{gen\_excess}_t - \text{pmem\_excess}_t(M)] = 0`
-    with the closed forms gives
+    ``sizes`` (C, S), ``gaps`` (C, S, T) = generalizing minus partially memorizing loss,
+    ``w`` (T,) normalized. Returns ``(r, status, dr)``: ``r`` (C,) the crossings (NaN where
+    none); ``status`` (C,) 0 crossed, -1 none because the weighted gap is already > 0 at the
+    smallest size, +1 because it is < 0 at every size; ``dr`` (C, T), when ``grad``, the
+    gradient of ``r`` with respect to ``w`` (zero where there is no crossing or it sits on the
+    smallest size).
+    """
+    C, S, T = gaps.shape
+    f = gaps @ w
+    nonneg = f >= 0
+    status = np.where(f[:, 0] > 0, -1, np.where(nonneg.any(axis=1), 0, 1))
+    j = np.argmax(nonneg, axis=1)  # the first size with f >= 0
+    r = np.full(C, np.nan)
+    first = np.nonzero((status == 0) & (j == 0))[0]  # f is exactly 0 at the smallest size
+    r[first] = sizes[first, 0]
+    rows = np.nonzero((status == 0) & (j > 0))[0]
+    jj = j[rows]
+    f0, f1 = f[rows, jj - 1], f[rows, jj]
+    r0, r1 = sizes[rows, jj - 1], sizes[rows, jj]
+    r[rows] = r0 + (r1 - r0) * (-f0) / (f1 - f0)
+    dr = None
+    if grad:
+        dr = np.zeros((C, T))
+        a0, a1 = gaps[rows, jj - 1], gaps[rows, jj]
+        dr[rows] = ((r1 - r0) / (f1 - f0) ** 2)[:, None] * (f0[:, None] * a1 - f1[:, None] * a0)
+    return r, status, dr
 
-    .. math:: \frac{M^\star}{N} = 1 - \frac1c \sum_t \bar\lambda_t \frac{1}{1+\psi_t s^2},
 
-    which for ``c = 2`` is the rebuttal's
-    :math:`\sum_t \bar\lambda_t (\tfrac12 + \psi_t s^2)/(1 + \psi_t s^2)`;
-    :math:`\bar\lambda` are the weights normalized to sum to one. The result does not
-    depend on ``d`` or ``N``. ``var`` is a scalar (returns a float) or an array of
-    per-configuration data variances (returns an array of its shape).
+def crossover(sizes: Any, gen: Any, pmem: Any, weights: Any) -> float | np.ndarray:
+    r"""The crossover :math:`M^\star/N` (Section 3): where the time-weighted loss gap turns >= 0.
+
+    The gap is :math:`f(M) = \sum_t \bar\lambda_t [L^{gen}_t - L^{pmem}_t(M)]`. ``gen`` (..., T) and ``pmem`` (..., S, T) are the generalizing and partially memorizing
+    losses (Monte Carlo, :func:`closed_form_losses` or :func:`finite_size_losses`) at S
+    strictly increasing model sizes ``sizes`` ((S,) or (..., S), as M/N); ``weights`` (T,)
+    the time weights. The crossing is linear interpolation at the first sign change; NaN,
+    with a :class:`CrossoverWarning` saying why, where there is none. Returns a float for one
+    configuration (``gen`` 1-D), else an array of shape ``gen.shape[:-1]``.
+    """
+    gen = validate.array(gen, "gen")
+    pmem = validate.array(pmem, "pmem")
+    if gen.ndim < 1 or gen.shape[-1] == 0:
+        raise ValueError(f"gen must have shape (..., T) with T >= 1, got {gen.shape}")
+    batch, T = gen.shape[:-1], gen.shape[-1]
+    if pmem.ndim != gen.ndim + 1 or pmem.shape[:-2] != batch or pmem.shape[-1] != T:
+        raise ValueError(f"pmem must have shape {batch + ('S', T)} to match gen {gen.shape}, "
+                         f"got {pmem.shape}")
+    S = pmem.shape[-2]
+    sizes = validate.array(sizes, "sizes")
+    if sizes.ndim == 1 and sizes.shape == (S,):
+        sizes = np.broadcast_to(sizes, batch + (S,))
+    if sizes.shape != batch + (S,):
+        raise ValueError(f"sizes must have shape ({S},) or {batch + (S,)}, got {sizes.shape}")
+    if S < 2 or (np.diff(sizes, axis=-1) <= 0).any():
+        raise ValueError("sizes must hold at least two strictly increasing values per configuration")
+    w = _normalized(weights, T)
+    C = int(np.prod(batch))
+    r, status, _ = _crossings(sizes.reshape(C, S), (gen[..., None, :] - pmem).reshape(C, S, T), w)
+    below, above = int((status == -1).sum()), int((status == 1).sum())
+    if below or above:
+        where = "" if not batch else f" in {below + above} of {C} configurations"
+        warnings.warn(
+            f"no crossover{where}: the generalizing model already loses to the partially memorizing "
+            f"one at the smallest size ({below}), or wins at every size up to the largest ({above})",
+            CrossoverWarning,
+            stacklevel=2,
+        )
+    return float(r[0]) if not batch else r.reshape(batch)
+
+
+def closed_form_losses(t: Any, var: Any, c: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Theorems 3.1/3.2 as loss arrays for :func:`crossover`, in units of :math:`d s^2`.
+
+    Returns ``(sizes, gen, pmem)``: ``sizes`` = (0, 1) as M/N, ``gen`` (..., T) =
+    :math:`1/(1 + \psi_t s^2)` and ``pmem`` (..., 2, T) = :math:`c(1 - M/N)`, for the
+    data variance(s) ``var`` (a scalar or an array, the leading shape ``...``). Both are the
+    excesses over the memorizing loss divided by :math:`d s^2`, which does not move the
+    crossing; the partially memorizing one is linear in M/N, so two sizes give its crossing
+    :math:`1 - \frac1c \sum_t \bar\lambda_t/(1 + \psi_t s^2)` exactly.
     """
     c = validate.positive(c, "c")
     v = validate.variances(var)
     t = _as_times(t).reshape(-1)
-    w = _normalized(weights, t.numel())
-    out = 1.0 - (w / (1.0 + snr(t) * torch.as_tensor(v)[..., None])).sum(-1) / c
-    return float(out) if v.ndim == 0 else out.numpy()
-
-
-def crossover_from_losses(
-    model_sizes: Sequence[float] | np.ndarray | torch.Tensor,
-    gen_losses: Sequence[float] | np.ndarray | torch.Tensor,
-    pmem_losses: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
-    weights: Sequence[float] | np.ndarray | torch.Tensor,
-) -> float | None:
-    r"""The crossover found from measured losses, by linear interpolation in model size.
-
-    ``gen_losses`` (T,) are the generalizing model's losses at T times, ``pmem_losses``
-    (S, T) the partially memorizing losses at S increasing ``model_sizes``, ``weights`` (T,)
-    the time weights. With :math:`f(M) = \sum_t \bar\lambda_t [L^{gen}_t - L^{pmem}_t(M)]`,
-    returns the first model size where :math:`f` changes sign from negative to non-negative,
-    interpolated linearly, in the units of ``model_sizes`` (pass M/N to get M*/N).
-    Returns ``None`` and emits a :class:`CrossoverWarning` saying why when there is no
-    such crossing within the sizes given.
-    """
-    sizes = np.asarray(model_sizes, dtype=float).reshape(-1)
-    gen = np.asarray(gen_losses, dtype=float).reshape(-1)
-    pmem = np.atleast_2d(np.asarray(pmem_losses, dtype=float))
-    if pmem.shape != (sizes.size, gen.size):
-        raise ValueError(
-            f"pmem_losses must have shape (len(model_sizes), len(gen_losses)) = "
-            f"({sizes.size}, {gen.size}), got {pmem.shape}"
-        )
-    if sizes.size < 2 or np.any(np.diff(sizes) <= 0):
-        raise ValueError("model_sizes must hold at least two strictly increasing values")
-    if not (np.isfinite(gen).all() and np.isfinite(pmem).all()):
-        raise ValueError("losses must be finite")
-    w = _normalized(weights, gen.size).numpy()
-    f = (gen[None, :] - pmem) @ w
-    if f[0] >= 0:
-        warnings.warn(
-            f"no crossover: the generalizing model already loses to the partially memorizing "
-            f"one at the smallest size {sizes[0]:g} (weighted gap {f[0]:.4g} >= 0)",
-            CrossoverWarning,
-            stacklevel=2,
-        )
-        return None
-    up = np.nonzero(f >= 0)[0]
-    if up.size == 0:
-        warnings.warn(
-            f"no crossover: the generalizing model wins at every size up to {sizes[-1]:g} "
-            f"(weighted gap there {f[-1]:.4g} < 0)",
-            CrossoverWarning,
-            stacklevel=2,
-        )
-        return None
-    j = up[0]
-    frac = -f[j - 1] / (f[j] - f[j - 1])
-    return float(sizes[j - 1] + frac * (sizes[j] - sizes[j - 1]))
+    if t.numel() == 0:
+        raise ValueError("t must hold at least one time")
+    sizes = np.array([0.0, 1.0])
+    gen = 1.0 / (1.0 + snr(t).numpy() * v[..., None])
+    pmem = np.broadcast_to(c * (1.0 - sizes)[:, None], v.shape + (2, t.numel())).copy()
+    return sizes, gen, pmem
 
 
 def mc_losses(
@@ -452,6 +469,43 @@ def pmem_excess_finite(
     t = _as_times(t)
     excess = expected_nearest_memorized_excess(d, K, var, validate.model_size(M, N), N)
     return torch.full_like(t, excess)
+
+
+def finite_size_losses(
+    t: Any, d: Any, K: Any, N: Any, var: Any, num_sizes: int = 50
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Theorem 3.1 and the finite-size Theorem 3.2 as loss arrays for :func:`crossover`.
+
+    For configurations i (1-D ``d``, ``K``, ``N``, ``var`` of one length C) returns
+    ``(sizes, gen, pmem)``: ``sizes`` (C, S) the model sizes :math:`\mathrm{round}(k N_i/S)/N_i`,
+    k = 1..S, S = min(``num_sizes``, min N); ``gen`` (C, T) :func:`gen_excess`; ``pmem``
+    (C, S, T) :func:`expected_nearest_memorized_excess`, the same at every time. Both are
+    excesses over the memorizing loss, which cancels in the crossing. About a third of a
+    second per configuration.
+    """
+    t = _as_times(t).reshape(-1).numpy()
+    if t.size == 0:
+        raise ValueError("t must hold at least one time")
+    cols = [validate.array(x, name).reshape(-1)
+            for x, name in ((d, "d"), (K, "K"), (N, "N"), (var, "var"))]
+    if len({c.size for c in cols}) != 1 or cols[0].size == 0:
+        raise ValueError(f"d, K, N and var must be non-empty 1-D arrays of one length, got sizes "
+                         f"{[c.size for c in cols]}")
+    d, K, N, v = cols
+    num_sizes = validate.positive_int(num_sizes, "num_sizes")
+    S = min(num_sizes, int(N.min()))
+    if S < 2:
+        raise ValueError(f"every N must be >= 2 to give two model sizes, got min N = {N.min()}")
+    sizes = np.empty((d.size, S))
+    pmem = np.empty((d.size, S, t.size))
+    gen = np.empty((d.size, t.size))
+    for i in range(d.size):
+        dim, k, n = (validate.positive_int(x[i], name) for x, name in ((d, "d"), (K, "K"), (N, "N")))
+        M = np.round(np.arange(1, S + 1) * n / S).astype(int)
+        sizes[i] = M / n
+        pmem[i] = expected_nearest_memorized_excess(dim, k, v[i], M, n)[:, None]
+        gen[i] = gen_excess(torch.as_tensor(t), dim, v[i]).numpy()
+    return sizes, gen, pmem
 
 
 def mc_nearest_memorized_excess(
