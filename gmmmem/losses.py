@@ -1,4 +1,4 @@
-r"""Denoising losses: Monte Carlo estimates and the paper's closed forms.
+r"""Denoising losses: Monte Carlo estimates, the paper's closed forms, and where they cross.
 
 The training loss of a denoiser :math:`D` at time :math:`t`, in :math:`x_0` units, is
 
@@ -8,7 +8,9 @@ The training loss of a denoiser :math:`D` at time :math:`t`, in :math:`x_0` unit
 the :math:`\varepsilon`-prediction loss is :math:`\psi_t L_{N,t}` with
 :math:`\psi_t = \alpha_t^2/\sigma_t^2`. The closed forms compare three denoisers: the true
 mixture (generalizing), the memorizing one (all N training points, variance 0) and the
-partially memorizing one (M of them).
+partially memorizing one (M of them). :func:`crossover` finds where the time-weighted losses
+of the generalizing and partially memorizing models cross, whichever way they were obtained
+(Monte Carlo, :func:`closed_form_losses`, :func:`finite_size_losses`).
 """
 
 from __future__ import annotations
@@ -183,13 +185,12 @@ def crossover(sizes: Any, gen: Any, pmem: Any, weights: Any) -> float | np.ndarr
     r, status, _ = _crossings(sizes.reshape(C, S), (gen[..., None, :] - pmem).reshape(C, S, T), w)
     below, above = int((status == -1).sum()), int((status == 1).sum())
     if below or above:
-        where = "" if not batch else f" in {below + above} of {C} configurations"
-        warnings.warn(
-            f"no crossover{where}: the generalizing model already loses to the partially memorizing "
-            f"one at the smallest size ({below}), or wins at every size up to the largest ({above})",
-            CrossoverWarning,
-            stacklevel=2,
-        )
+        count = (lambda n: "") if not batch else (lambda n: f" ({n} of {C} configurations)")
+        why = ([f"the generalizing model already loses to the partially memorizing one at the "
+                f"smallest size{count(below)}"] if below else []) + \
+              ([f"the generalizing model wins at every size up to the largest{count(above)}"]
+               if above else [])
+        warnings.warn(f"no crossover: {'; '.join(why)}", CrossoverWarning, stacklevel=2)
     return float(r[0]) if not batch else r.reshape(batch)
 
 

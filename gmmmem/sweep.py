@@ -485,6 +485,15 @@ class SweepTable:
                              f"T = {T}; got {sizes.shape}, {gen.shape}, {pmem.shape}")
         return dataclasses.replace(self, sizes=sizes, gen=gen, pmem=pmem)
 
+    def curve(self, i: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``i``'s model sizes (coarse and fine, increasing) and its per-size field ``name``
+        at them (a dotted path into the record, e.g. ``"reference.pmem_train"``)."""
+        r = self.records[i]
+        value = r
+        for key in name.split("."):
+            value = value[key]
+        return np.asarray(r["model_sizes"]), np.asarray(value, dtype=float)
+
     def at_size(self, name: str, M: Any) -> np.ndarray:
         """The per-size field ``name`` of each record (e.g. ``"memorization_ratio"``) at model
         size ``M`` (one for all rows, or one per row); KeyError where a row has no such size."""
