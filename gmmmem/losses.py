@@ -362,45 +362,24 @@ def expected_nearest_memorized_excess(
 ) -> float | np.ndarray:
     r"""Finite-size Theorem 3.2: the expected small-noise excess of the partially memorizing model.
 
-    The expectation of :func:`nearest_memorized_excess` over everything random in the
-    laboratory: the K means :math:`\mu_k = \sqrt d\, u_k` (:math:`u_k` uniform on the unit
-    sphere), the N training points :math:`x_i = \mu_{k_i} + s z_i` (labels uniform,
-    :math:`z_i \sim N(0, I_d)`, :math:`s^2` = ``var``) and the M memorized points (a uniform
-    M-subset, as :func:`gmmmem.mixtures.partially_memorizing` draws it). A memorized point
-    contributes 0; for the others
+    The expectation of :func:`nearest_memorized_excess` over the laboratory (the K means
+    :math:`\sqrt d\, u_k`, the N training points :math:`x_i = \mu_{k_i} + s z_i`, a uniform
+    M-subset memorized), derived in chapter 6:
 
     .. math:: \mathbb E\big[\tfrac1N \textstyle\sum_i \min_j \|x_i - m_j\|^2\big]
               = \Big(1 - \frac MN\Big)\,\mathbb E_{x_i} \int_0^\infty
                 \Big[\frac1K Q_d\Big(\frac{y}{s^2}; \|z_i\|^2\Big)
-                + \frac{K-1}{K}\,\mathbb E_c\, Q_d\Big(\frac{y}{s^2}; \lambda(c)\Big)\Big]^M dy .
+                + \frac{K-1}{K}\,\mathbb E_c\, Q_d\Big(\frac{y}{s^2}; \lambda(c)\Big)\Big]^M dy ,
 
-    Why: given a non-memorized :math:`x_i` in cluster k, each of the M memorized points is an
-    independent draw of the mixture (its label is uniform and independent of :math:`k_i`), so
-    :math:`P(\min_j \|x_i - m_j\|^2 > y) = P(\|x_i - m\|^2 > y)^M` and
-    :math:`\mathbb E \min = \int_0^\infty P(\min > y)\,dy`. A point of the same cluster lies at
-    :math:`s^2` times a non-central chi-squared variable with d degrees of freedom and
-    non-centrality :math:`\|z_i\|^2`, whose survival function is :math:`Q_d(\cdot;\lambda)`.
-    A point of another cluster l has non-centrality
-    :math:`\lambda = \|x_i - \mu_l\|^2/s^2 = (\|x_i\|^2 + d - 2\sqrt d\,\|x_i\|\,c)/s^2`, with
-    :math:`c = \langle x_i, \mu_l\rangle/(\|x_i\|\sqrt d)` the cosine of a direction uniform on
-    the sphere, independent of :math:`x_i` (density :math:`\propto (1-c^2)^{(d-3)/2}`). This
-    term makes the formula cover models that keep no point of some cluster (small M/N, where
-    the excess exceeds :math:`2 d s^2 (1 - M/N)`).
-
-    One approximation: memorized points of one other cluster share its mean, so their
-    distances to :math:`x_i` are not independent given :math:`x_i`; the formula averages
-    over :math:`c` per point, as if each had its own mean. It is exact for ``K = 1`` and for
-    ``M = 1``; otherwise it errs low (Jensen's inequality: the M-th power is convex). Against
-    Monte Carlo (d = 10..100, K <= 12, N <= 200) it is at most 2.5% low at d = 10, 2% at
-    d >= 20 and about 1% at d >= 30 with :math:`s^2 \ge 1`. The outer expectation is over
-    :math:`g = \langle u_k, z_i\rangle \sim N(0,1)` and the rest of :math:`\|z_i\|^2`,
-    :math:`\chi^2_{d-1}`, with :math:`\|x_i\|^2 = d + 2 s\sqrt d\, g + s^2\|z_i\|^2`: Gauss
-    quadratures with :data:`FINITE_SIZE_NODES` nodes (Hermite, generalized Laguerre, Jacobi,
-    and Legendre in :math:`v` with :math:`y = y_{max} v^2`), accurate to about
-    :math:`10^{-7}` relative for d >= 10 and :math:`2\cdot10^{-5}` at d = 3 (M <= 1000).
-
-    ``M`` may be one model size (returns a float) or a 1-D sequence of them (returns an array);
-    every size must satisfy 1 <= M <= N. Requires d >= 2 and var > 0.
+    :math:`Q_d(\cdot;\lambda)` the survival function of the non-central :math:`\chi^2_d`,
+    :math:`\lambda(c) = (\|x_i\|^2 + d - 2\sqrt d\,\|x_i\|\,c)/s^2` with :math:`c` the cosine of
+    a uniform direction. One approximation (the memorized points of one other cluster are
+    treated as independent given :math:`x_i`): exact for ``K = 1`` and ``M = 1``, otherwise low,
+    by at most 2.5% at d = 10, 2% at d >= 20 and about 1% at d >= 30 with :math:`s^2 \ge 1`
+    (chapter 6's Monte Carlo). Gauss quadratures with :data:`FINITE_SIZE_NODES` nodes, accurate
+    to about :math:`10^{-7}` relative for d >= 10 and :math:`2\cdot10^{-5}` at d = 3 (M <= 1000).
+    ``M``: one model size (returns a float) or a 1-D sequence (an array), each 1 <= M <= N;
+    d >= 2 and var > 0.
     """
     d = validate.positive_int(d, "d")
     K = validate.positive_int(K, "K")
@@ -451,21 +430,11 @@ def pmem_excess_finite(
 ) -> torch.Tensor:
     r"""Finite-size Theorem 3.2: the expected :math:`L_{N,t}(\theta_{pmem,M}) - L_{N,t}(\theta_{mem})`.
 
-    The small-noise value :func:`expected_nearest_memorized_excess` (d, K, var, M, N), held
-    constant in ``t`` as Theorem 3.2 holds it: the same shape as :func:`pmem_excess` with
-    :math:`c\,d s^2 (1 - M/N)` replaced by the expected squared distance from each training
-    point to its nearest memorized point.
-
-    Range of validity in ``t``: while the noise cannot change which memorized point a noisy
-    training point is sent to. Given :math:`x_i`, the logit of memorized point j is
-    :math:`-\psi_t\|x_i - m_j\|^2/2` plus noise of variance :math:`\psi_t s^2\|z_j\|^2
-    \approx \psi_t s^2 d`, while the squared distances differ between memorized points by
-    about :math:`\sqrt{6d}\,s^2`; the nearest one wins while
-    :math:`\psi_t s^2\sqrt{6d}/2 \gtrsim \sqrt{\psi_t s^2 d}`, that is
-    :math:`\psi_t s^2 \gtrsim 2/3` whatever d, or :math:`t \lesssim 1/\sqrt{1 + 2/(3 s^2)}` (0.77 at :math:`s^2 = 1`).
-    Beyond it the true excess falls, to 0 at t = 1, and this formula overestimates it. On the
-    committed default sweep the measured excess stays within 3% of its small-noise value
-    while :math:`\psi_t s^2 \ge 1` and within about 6% while :math:`\psi_t s^2 \ge 2/3`.
+    :func:`expected_nearest_memorized_excess` (d, K, var, M, N), held constant in ``t`` as
+    Theorem 3.2 holds it. Valid while the noise cannot change which memorized point a training
+    point is sent to, :math:`\psi_t s^2 \gtrsim 2/3` (:math:`t \lesssim 0.77` at
+    :math:`s^2 = 1`; derived and checked on the committed sweep in chapter 6); beyond, the true
+    excess falls to 0 at t = 1 and this overestimates it.
     """
     t = _as_times(t)
     excess = expected_nearest_memorized_excess(d, K, var, validate.model_size(M, N), N)

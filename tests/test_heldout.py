@@ -148,3 +148,23 @@ def test_the_committed_held_out_evaluation_reads_back():
 def test_bad_input_gives_clear_errors(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+def test_sweep_table_reads_per_size_fields_of_its_records():
+    from gmmmem import config
+
+    tab = SweepTable.load(config.data_dir() / "sweeps" / "default.jsonl")
+    r = tab.records[3]
+    M, ratio = tab.curve(3, "memorization_ratio")
+    assert list(M) == r["model_sizes"] and list(ratio) == r["memorization_ratio"]
+    M, pmem = tab.curve(3, "reference.pmem_train")
+    assert pmem.shape == (len(M), len(tab.times))
+    np.testing.assert_array_equal(tab.mem[3], r["reference"]["mem_train"])
+    at = tab.at_size("memorization_ratio", (0.8 * tab.N).round())
+    k = r["model_sizes"].index(round(0.8 * r["config"]["N"]))
+    assert at[3] == r["memorization_ratio"][k]
+    sub = tab.rows(tab.var == 1.0)
+    assert len(sub) == len(sub.records) == int((tab.var == 1.0).sum())
+    assert all(rec["config"]["var"] == 1.0 for rec in sub.records)
+    with pytest.raises(KeyError, match="no model size"):
+        tab.at_size("memorization_ratio", 7)
