@@ -236,8 +236,9 @@ class MonteCarlo:
 class FiniteSize(MonteCarlo):
     """The crossover of Theorem 3.1 and the finite-size Theorem 3.2 (:func:`gmmmem.losses.finite_size_losses`).
 
-    ``times``: the time grid (None: the table's); ``num_sizes``: model sizes per row. The
-    losses of each configuration are computed once per predictor (about a third of a second).
+    ``times``: the time grid (None: the table's); ``num_sizes``: model sizes per row, at most
+    the smallest N of the table given. The losses of each configuration are computed once per
+    predictor (about a third of a second).
     """
 
     times: Any = None
