@@ -157,10 +157,12 @@ def _crossings(
 def crossover(sizes: Any, gen: Any, pmem: Any, weights: Any) -> float | np.ndarray:
     r"""The crossover :math:`M^\star/N` (Section 3): where the time-weighted loss gap turns >= 0.
 
-    The gap is :math:`f(M) = \sum_t \bar\lambda_t [L^{gen}_t - L^{pmem}_t(M)]`. ``gen`` (..., T) and ``pmem`` (..., S, T) are the generalizing and partially memorizing
-    losses (Monte Carlo, :func:`closed_form_losses` or :func:`finite_size_losses`) at S
-    strictly increasing model sizes ``sizes`` ((S,) or (..., S), as M/N); ``weights`` (T,)
-    the time weights. The crossing is linear interpolation at the first sign change; NaN,
+    The gap is :math:`f(M) = \sum_t \bar\lambda_t [L^{gen}_t - L^{pmem}_t(M)]`: ``gen``
+    (..., T) and ``pmem`` (..., S, T) are the generalizing and partially memorizing losses
+    (Monte Carlo, :func:`closed_form_losses` or :func:`finite_size_losses`) at S strictly
+    increasing model sizes ``sizes`` ((S,) or (..., S), as M/N), ``weights`` (T,) the time
+    weights. The crossing is the first size where :math:`f \ge 0`, interpolated linearly from
+    the size before (the smallest size itself only where :math:`f` is exactly 0 there); NaN,
     with a :class:`CrossoverWarning` saying why, where there is none. Returns a float for one
     configuration (``gen`` 1-D), else an array of shape ``gen.shape[:-1]``.
     """
