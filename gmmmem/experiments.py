@@ -32,7 +32,7 @@ from . import metrics, presets, provenance, results, validate
 from .config import check_scale
 from .device import resolve
 from .diffusion import time_grid
-from .losses import crossover_from_losses, mc_losses
+from .losses import crossover, mc_losses
 from .mixtures import IsoGMM, gmm_denoise, random_iso_gmm
 from .results import LossHistory, MeasuredRun, ReferenceLosses, Snapshots, floats
 from .sampling import ddim_sample
@@ -202,13 +202,12 @@ class TransitionResult(MeasuredRun, abc.ABC):
         """Whether M_pt was measured, lies below the smallest size or was not reached."""
         return midpoint_status(self.memorization_ratio)
 
-    def crossover(self, weights: Sequence[float] | None = None) -> float | None:
+    def crossover(self, weights: Sequence[float] | None = None) -> float:
         """M*/N where the true model's and the partially memorizing models' Monte Carlo
         training losses cross, time weights ``weights`` (uniform by default), by
-        :func:`gmmmem.losses.crossover_from_losses`; None (with a warning) when they do not."""
+        :func:`gmmmem.losses.crossover`; NaN (with a warning) when they do not."""
         w = np.ones(len(self.times)) if weights is None else weights
-        return crossover_from_losses(self.fractions, self.reference.true_train,
-                                     self.reference.pmem_train, w)
+        return crossover(self.fractions, self.reference.true_train, self.reference.pmem_train, w)
 
     @abc.abstractmethod
     def _learned(self) -> tuple[dict[str, Any], list]:

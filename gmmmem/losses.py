@@ -1,4 +1,4 @@
-r"""Denoising losses: Monte Carlo estimates and the paper's closed forms.
+r"""Denoising losses: Monte Carlo estimates, the paper's closed forms, and where they cross.
 
 The training loss of a denoiser :math:`D` at time :math:`t`, in :math:`x_0` units, is
 
@@ -8,14 +8,16 @@ The training loss of a denoiser :math:`D` at time :math:`t`, in :math:`x_0` unit
 the :math:`\varepsilon`-prediction loss is :math:`\psi_t L_{N,t}` with
 :math:`\psi_t = \alpha_t^2/\sigma_t^2`. The closed forms compare three denoisers: the true
 mixture (generalizing), the memorizing one (all N training points, variance 0) and the
-partially memorizing one (M of them).
+partially memorizing one (M of them). :func:`crossover` finds where the time-weighted losses
+of the generalizing and partially memorizing models cross, whichever way they were obtained
+(Monte Carlo, :func:`closed_form_losses`, :func:`finite_size_losses`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ CHUNK_FLOATS = 2**22
 
 
 class CrossoverWarning(UserWarning):
-    """The weighted losses given to :func:`crossover_from_losses` do not cross."""
+    """The weighted losses given to :func:`crossover` do not cross."""
 
 
 def mc_loss(
@@ -109,92 +111,110 @@ def pmem_excess(
     return torch.full_like(t, c * d * var * (1.0 - M / N))
 
 
-def _normalized(weights: torch.Tensor | Sequence[float], n: int) -> torch.Tensor:
-    w = torch.as_tensor(weights, dtype=torch.float64)
-    if w.shape != (n,):
-        raise ValueError(f"weights must have shape ({n},) to match t, got {tuple(w.shape)}")
-    if (w < 0).any() or not torch.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError("weights must be finite, >= 0 and not all zero")
+def _normalized(weights: Any, T: int) -> np.ndarray:
+    """Time weights of shape (T,), finite, >= 0 and not all zero, scaled to sum to one."""
+    w = validate.array(weights, "weights")
+    if w.shape != (T,):
+        raise ValueError(f"weights must have shape ({T},), one per time, got {w.shape}")
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be >= 0 and not all zero")
     return w / w.sum()
 
 
-def crossover(
-    t: torch.Tensor | Sequence[float],
-    weights: torch.Tensor | Sequence[float],
-    var: float | Sequence[float] | np.ndarray = 1.0,
-    c: float = 2.0,
-) -> float | np.ndarray:
-    r"""Closed-form crossover ratio :math:`M^\star/N` for time weights :math:`\lambda_t \ge 0`.
+def _crossings(
+    sizes: np.ndarray, gaps: np.ndarray, w: np.ndarray, *, grad: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    r"""The crossing rule of :func:`crossover` on checked arrays, with why and how it moves.
 
-    Solving :math:`\sum_t \lambda_t\,[\text{gen\_excess}_t - \text{pmem\_excess}_t(M)] = 0`
-    with the closed forms gives
+    ``sizes`` (C, S), ``gaps`` (C, S, T) = generalizing minus partially memorizing loss,
+    ``w`` (T,) normalized. Returns ``(r, status, dr)``: ``r`` (C,) the crossings (NaN where
+    none); ``status`` (C,) 0 crossed, -1 none because the weighted gap is already > 0 at the
+    smallest size, +1 because it is < 0 at every size; ``dr`` (C, T), when ``grad``, the
+    gradient of ``r`` with respect to ``w`` (zero where there is no crossing or it sits on the
+    smallest size).
+    """
+    C, S, T = gaps.shape
+    f = gaps @ w
+    nonneg = f >= 0
+    status = np.where(f[:, 0] > 0, -1, np.where(nonneg.any(axis=1), 0, 1))
+    j = np.argmax(nonneg, axis=1)  # the first size with f >= 0
+    r = np.full(C, np.nan)
+    first = np.nonzero((status == 0) & (j == 0))[0]  # f is exactly 0 at the smallest size
+    r[first] = sizes[first, 0]
+    rows = np.nonzero((status == 0) & (j > 0))[0]
+    jj = j[rows]
+    f0, f1 = f[rows, jj - 1], f[rows, jj]
+    r0, r1 = sizes[rows, jj - 1], sizes[rows, jj]
+    r[rows] = r0 + (r1 - r0) * (-f0) / (f1 - f0)
+    dr = None
+    if grad:
+        dr = np.zeros((C, T))
+        a0, a1 = gaps[rows, jj - 1], gaps[rows, jj]
+        dr[rows] = ((r1 - r0) / (f1 - f0) ** 2)[:, None] * (f0[:, None] * a1 - f1[:, None] * a0)
+    return r, status, dr
 
-    .. math:: \frac{M^\star}{N} = 1 - \frac1c \sum_t \bar\lambda_t \frac{1}{1+\psi_t s^2},
 
-    which for ``c = 2`` is the rebuttal's
-    :math:`\sum_t \bar\lambda_t (\tfrac12 + \psi_t s^2)/(1 + \psi_t s^2)`;
-    :math:`\bar\lambda` are the weights normalized to sum to one. The result does not
-    depend on ``d`` or ``N``. ``var`` is a scalar (returns a float) or an array of
-    per-configuration data variances (returns an array of its shape).
+def crossover(sizes: Any, gen: Any, pmem: Any, weights: Any) -> float | np.ndarray:
+    r"""The crossover :math:`M^\star/N` (Section 3): where the time-weighted loss gap turns >= 0.
+
+    The gap is :math:`f(M) = \sum_t \bar\lambda_t [L^{gen}_t - L^{pmem}_t(M)]`: ``gen``
+    (..., T) and ``pmem`` (..., S, T) are the generalizing and partially memorizing losses
+    (Monte Carlo, :func:`closed_form_losses` or :func:`finite_size_losses`) at S strictly
+    increasing model sizes ``sizes`` ((S,) or (..., S), as M/N), ``weights`` (T,) the time
+    weights. The crossing is the first size where :math:`f \ge 0`, interpolated linearly from
+    the size before (the smallest size itself only where :math:`f` is exactly 0 there); NaN,
+    with a :class:`CrossoverWarning` saying why, where there is none. Returns a float for one
+    configuration (``gen`` 1-D), else an array of shape ``gen.shape[:-1]``.
+    """
+    gen = validate.array(gen, "gen")
+    pmem = validate.array(pmem, "pmem")
+    if gen.ndim < 1 or gen.shape[-1] == 0:
+        raise ValueError(f"gen must have shape (..., T) with T >= 1, got {gen.shape}")
+    batch, T = gen.shape[:-1], gen.shape[-1]
+    if pmem.ndim != gen.ndim + 1 or pmem.shape[:-2] != batch or pmem.shape[-1] != T:
+        raise ValueError(f"pmem must have shape {batch + ('S', T)} to match gen {gen.shape}, "
+                         f"got {pmem.shape}")
+    S = pmem.shape[-2]
+    sizes = validate.array(sizes, "sizes")
+    if sizes.ndim == 1 and sizes.shape == (S,):
+        sizes = np.broadcast_to(sizes, batch + (S,))
+    if sizes.shape != batch + (S,):
+        raise ValueError(f"sizes must have shape ({S},) or {batch + (S,)}, got {sizes.shape}")
+    if S < 2 or (np.diff(sizes, axis=-1) <= 0).any():
+        raise ValueError("sizes must hold at least two strictly increasing values per configuration")
+    w = _normalized(weights, T)
+    C = int(np.prod(batch))
+    r, status, _ = _crossings(sizes.reshape(C, S), (gen[..., None, :] - pmem).reshape(C, S, T), w)
+    below, above = int((status == -1).sum()), int((status == 1).sum())
+    if below or above:
+        count = (lambda n: "") if not batch else (lambda n: f" ({n} of {C} configurations)")
+        why = ([f"the generalizing model already loses to the partially memorizing one at the "
+                f"smallest size{count(below)}"] if below else []) + \
+              ([f"the generalizing model wins at every size up to the largest{count(above)}"]
+               if above else [])
+        warnings.warn(f"no crossover: {'; '.join(why)}", CrossoverWarning, stacklevel=2)
+    return float(r[0]) if not batch else r.reshape(batch)
+
+
+def closed_form_losses(t: Any, var: Any, c: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Theorems 3.1/3.2 as loss arrays for :func:`crossover`, in units of :math:`d s^2`.
+
+    Returns ``(sizes, gen, pmem)``: ``sizes`` = (0, 1) as M/N, ``gen`` (..., T) =
+    :math:`1/(1 + \psi_t s^2)` and ``pmem`` (..., 2, T) = :math:`c(1 - M/N)`, for the
+    data variance(s) ``var`` (a scalar or an array, the leading shape ``...``). Both are the
+    excesses over the memorizing loss divided by :math:`d s^2`, which does not move the
+    crossing; the partially memorizing one is linear in M/N, so two sizes give its crossing
+    :math:`1 - \frac1c \sum_t \bar\lambda_t/(1 + \psi_t s^2)` exactly.
     """
     c = validate.positive(c, "c")
     v = validate.variances(var)
     t = _as_times(t).reshape(-1)
-    w = _normalized(weights, t.numel())
-    out = 1.0 - (w / (1.0 + snr(t) * torch.as_tensor(v)[..., None])).sum(-1) / c
-    return float(out) if v.ndim == 0 else out.numpy()
-
-
-def crossover_from_losses(
-    model_sizes: Sequence[float] | np.ndarray | torch.Tensor,
-    gen_losses: Sequence[float] | np.ndarray | torch.Tensor,
-    pmem_losses: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
-    weights: Sequence[float] | np.ndarray | torch.Tensor,
-) -> float | None:
-    r"""The crossover found from measured losses, by linear interpolation in model size.
-
-    ``gen_losses`` (T,) are the generalizing model's losses at T times, ``pmem_losses``
-    (S, T) the partially memorizing losses at S increasing ``model_sizes``, ``weights`` (T,)
-    the time weights. With :math:`f(M) = \sum_t \bar\lambda_t [L^{gen}_t - L^{pmem}_t(M)]`,
-    returns the first model size where :math:`f` changes sign from negative to non-negative,
-    interpolated linearly, in the units of ``model_sizes`` (pass M/N to get M*/N).
-    Returns ``None`` and emits a :class:`CrossoverWarning` saying why when there is no
-    such crossing within the sizes given.
-    """
-    sizes = np.asarray(model_sizes, dtype=float).reshape(-1)
-    gen = np.asarray(gen_losses, dtype=float).reshape(-1)
-    pmem = np.atleast_2d(np.asarray(pmem_losses, dtype=float))
-    if pmem.shape != (sizes.size, gen.size):
-        raise ValueError(
-            f"pmem_losses must have shape (len(model_sizes), len(gen_losses)) = "
-            f"({sizes.size}, {gen.size}), got {pmem.shape}"
-        )
-    if sizes.size < 2 or np.any(np.diff(sizes) <= 0):
-        raise ValueError("model_sizes must hold at least two strictly increasing values")
-    if not (np.isfinite(gen).all() and np.isfinite(pmem).all()):
-        raise ValueError("losses must be finite")
-    w = _normalized(weights, gen.size).numpy()
-    f = (gen[None, :] - pmem) @ w
-    if f[0] >= 0:
-        warnings.warn(
-            f"no crossover: the generalizing model already loses to the partially memorizing "
-            f"one at the smallest size {sizes[0]:g} (weighted gap {f[0]:.4g} >= 0)",
-            CrossoverWarning,
-            stacklevel=2,
-        )
-        return None
-    up = np.nonzero(f >= 0)[0]
-    if up.size == 0:
-        warnings.warn(
-            f"no crossover: the generalizing model wins at every size up to {sizes[-1]:g} "
-            f"(weighted gap there {f[-1]:.4g} < 0)",
-            CrossoverWarning,
-            stacklevel=2,
-        )
-        return None
-    j = up[0]
-    frac = -f[j - 1] / (f[j] - f[j - 1])
-    return float(sizes[j - 1] + frac * (sizes[j] - sizes[j - 1]))
+    if t.numel() == 0:
+        raise ValueError("t must hold at least one time")
+    sizes = np.array([0.0, 1.0])
+    gen = 1.0 / (1.0 + snr(t).numpy() * v[..., None])
+    pmem = np.broadcast_to(c * (1.0 - sizes)[:, None], v.shape + (2, t.numel())).copy()
+    return sizes, gen, pmem
 
 
 def mc_losses(
@@ -344,45 +364,24 @@ def expected_nearest_memorized_excess(
 ) -> float | np.ndarray:
     r"""Finite-size Theorem 3.2: the expected small-noise excess of the partially memorizing model.
 
-    The expectation of :func:`nearest_memorized_excess` over everything random in the
-    laboratory: the K means :math:`\mu_k = \sqrt d\, u_k` (:math:`u_k` uniform on the unit
-    sphere), the N training points :math:`x_i = \mu_{k_i} + s z_i` (labels uniform,
-    :math:`z_i \sim N(0, I_d)`, :math:`s^2` = ``var``) and the M memorized points (a uniform
-    M-subset, as :func:`gmmmem.mixtures.partially_memorizing` draws it). A memorized point
-    contributes 0; for the others
+    The expectation of :func:`nearest_memorized_excess` over the laboratory (the K means
+    :math:`\sqrt d\, u_k`, the N training points :math:`x_i = \mu_{k_i} + s z_i`, a uniform
+    M-subset memorized), derived in chapter 6:
 
     .. math:: \mathbb E\big[\tfrac1N \textstyle\sum_i \min_j \|x_i - m_j\|^2\big]
               = \Big(1 - \frac MN\Big)\,\mathbb E_{x_i} \int_0^\infty
                 \Big[\frac1K Q_d\Big(\frac{y}{s^2}; \|z_i\|^2\Big)
-                + \frac{K-1}{K}\,\mathbb E_c\, Q_d\Big(\frac{y}{s^2}; \lambda(c)\Big)\Big]^M dy .
+                + \frac{K-1}{K}\,\mathbb E_c\, Q_d\Big(\frac{y}{s^2}; \lambda(c)\Big)\Big]^M dy ,
 
-    Why: given a non-memorized :math:`x_i` in cluster k, each of the M memorized points is an
-    independent draw of the mixture (its label is uniform and independent of :math:`k_i`), so
-    :math:`P(\min_j \|x_i - m_j\|^2 > y) = P(\|x_i - m\|^2 > y)^M` and
-    :math:`\mathbb E \min = \int_0^\infty P(\min > y)\,dy`. A point of the same cluster lies at
-    :math:`s^2` times a non-central chi-squared variable with d degrees of freedom and
-    non-centrality :math:`\|z_i\|^2`, whose survival function is :math:`Q_d(\cdot;\lambda)`.
-    A point of another cluster l has non-centrality
-    :math:`\lambda = \|x_i - \mu_l\|^2/s^2 = (\|x_i\|^2 + d - 2\sqrt d\,\|x_i\|\,c)/s^2`, with
-    :math:`c = \langle x_i, \mu_l\rangle/(\|x_i\|\sqrt d)` the cosine of a direction uniform on
-    the sphere, independent of :math:`x_i` (density :math:`\propto (1-c^2)^{(d-3)/2}`). This
-    term makes the formula cover models that keep no point of some cluster (small M/N, where
-    the excess exceeds :math:`2 d s^2 (1 - M/N)`).
-
-    One approximation: memorized points of one other cluster share its mean, so their
-    distances to :math:`x_i` are not independent given :math:`x_i`; the formula averages
-    over :math:`c` per point, as if each had its own mean. It is exact for ``K = 1`` and for
-    ``M = 1``; otherwise it errs low (Jensen's inequality: the M-th power is convex). Against
-    Monte Carlo (d = 10..100, K <= 12, N <= 200) it is at most 2.5% low at d = 10, 2% at
-    d >= 20 and about 1% at d >= 30 with :math:`s^2 \ge 1`. The outer expectation is over
-    :math:`g = \langle u_k, z_i\rangle \sim N(0,1)` and the rest of :math:`\|z_i\|^2`,
-    :math:`\chi^2_{d-1}`, with :math:`\|x_i\|^2 = d + 2 s\sqrt d\, g + s^2\|z_i\|^2`: Gauss
-    quadratures with :data:`FINITE_SIZE_NODES` nodes (Hermite, generalized Laguerre, Jacobi,
-    and Legendre in :math:`v` with :math:`y = y_{max} v^2`), accurate to about
-    :math:`10^{-7}` relative for d >= 10 and :math:`2\cdot10^{-5}` at d = 3 (M <= 1000).
-
-    ``M`` may be one model size (returns a float) or a 1-D sequence of them (returns an array);
-    every size must satisfy 1 <= M <= N. Requires d >= 2 and var > 0.
+    :math:`Q_d(\cdot;\lambda)` the survival function of the non-central :math:`\chi^2_d`,
+    :math:`\lambda(c) = (\|x_i\|^2 + d - 2\sqrt d\,\|x_i\|\,c)/s^2` with :math:`c` the cosine of
+    a uniform direction. One approximation (the memorized points of one other cluster are
+    treated as independent given :math:`x_i`): exact for ``K = 1`` and ``M = 1``, otherwise low,
+    by at most 2.5% at d = 10, 2% at d >= 20 and about 1% at d >= 30 with :math:`s^2 \ge 1`
+    (chapter 6's Monte Carlo). Gauss quadratures with :data:`FINITE_SIZE_NODES` nodes, accurate
+    to about :math:`10^{-7}` relative for d >= 10 and :math:`2\cdot10^{-5}` at d = 3 (M <= 1000).
+    ``M``: one model size (returns a float) or a 1-D sequence (an array), each 1 <= M <= N;
+    d >= 2 and var > 0.
     """
     d = validate.positive_int(d, "d")
     K = validate.positive_int(K, "K")
@@ -433,25 +432,52 @@ def pmem_excess_finite(
 ) -> torch.Tensor:
     r"""Finite-size Theorem 3.2: the expected :math:`L_{N,t}(\theta_{pmem,M}) - L_{N,t}(\theta_{mem})`.
 
-    The small-noise value :func:`expected_nearest_memorized_excess` (d, K, var, M, N), held
-    constant in ``t`` as Theorem 3.2 holds it: the same shape as :func:`pmem_excess` with
-    :math:`c\,d s^2 (1 - M/N)` replaced by the expected squared distance from each training
-    point to its nearest memorized point.
-
-    Range of validity in ``t``: while the noise cannot change which memorized point a noisy
-    training point is sent to. Given :math:`x_i`, the logit of memorized point j is
-    :math:`-\psi_t\|x_i - m_j\|^2/2` plus noise of variance :math:`\psi_t s^2\|z_j\|^2
-    \approx \psi_t s^2 d`, while the squared distances differ between memorized points by
-    about :math:`\sqrt{6d}\,s^2`; the nearest one wins while
-    :math:`\psi_t s^2\sqrt{6d}/2 \gtrsim \sqrt{\psi_t s^2 d}`, that is
-    :math:`\psi_t s^2 \gtrsim 2/3` whatever d, or :math:`t \lesssim 1/\sqrt{1 + 2/(3 s^2)}` (0.77 at :math:`s^2 = 1`).
-    Beyond it the true excess falls, to 0 at t = 1, and this formula overestimates it. On the
-    committed default sweep the measured excess stays within 3% of its small-noise value
-    while :math:`\psi_t s^2 \ge 1` and within about 6% while :math:`\psi_t s^2 \ge 2/3`.
+    :func:`expected_nearest_memorized_excess` (d, K, var, M, N), held constant in ``t`` as
+    Theorem 3.2 holds it. Valid while the noise cannot change which memorized point a training
+    point is sent to, :math:`\psi_t s^2 \gtrsim 2/3` (:math:`t \lesssim 0.77` at
+    :math:`s^2 = 1`; derived and checked on the committed sweep in chapter 6); beyond, the true
+    excess falls to 0 at t = 1 and this overestimates it.
     """
     t = _as_times(t)
     excess = expected_nearest_memorized_excess(d, K, var, validate.model_size(M, N), N)
     return torch.full_like(t, excess)
+
+
+def finite_size_losses(
+    t: Any, d: Any, K: Any, N: Any, var: Any, num_sizes: int = 50
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Theorem 3.1 and the finite-size Theorem 3.2 as loss arrays for :func:`crossover`.
+
+    For configurations i (1-D ``d``, ``K``, ``N``, ``var`` of one length C) returns
+    ``(sizes, gen, pmem)``: ``sizes`` (C, S) the model sizes :math:`\mathrm{round}(k N_i/S)/N_i`,
+    k = 1..S, S = min(``num_sizes``, min N); ``gen`` (C, T) :func:`gen_excess`; ``pmem``
+    (C, S, T) :func:`expected_nearest_memorized_excess`, the same at every time. Both are
+    excesses over the memorizing loss, which cancels in the crossing. About a third of a
+    second per configuration.
+    """
+    t = _as_times(t).reshape(-1).numpy()
+    if t.size == 0:
+        raise ValueError("t must hold at least one time")
+    cols = [validate.array(x, name).reshape(-1)
+            for x, name in ((d, "d"), (K, "K"), (N, "N"), (var, "var"))]
+    if len({c.size for c in cols}) != 1 or cols[0].size == 0:
+        raise ValueError(f"d, K, N and var must be non-empty 1-D arrays of one length, got sizes "
+                         f"{[c.size for c in cols]}")
+    d, K, N, v = cols
+    num_sizes = validate.positive_int(num_sizes, "num_sizes")
+    S = min(num_sizes, int(N.min()))
+    if S < 2:
+        raise ValueError(f"every N must be >= 2 to give two model sizes, got min N = {N.min()}")
+    sizes = np.empty((d.size, S))
+    pmem = np.empty((d.size, S, t.size))
+    gen = np.empty((d.size, t.size))
+    for i in range(d.size):
+        dim, k, n = (validate.positive_int(x[i], name) for x, name in ((d, "d"), (K, "K"), (N, "N")))
+        M = np.round(np.arange(1, S + 1) * n / S).astype(int)
+        sizes[i] = M / n
+        pmem[i] = expected_nearest_memorized_excess(dim, k, v[i], M, n)[:, None]
+        gen[i] = gen_excess(torch.as_tensor(t), dim, v[i]).numpy()
+    return sizes, gen, pmem
 
 
 def mc_nearest_memorized_excess(

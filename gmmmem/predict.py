@@ -68,81 +68,55 @@ def default_weights() -> Path:
 # ----------------------------------------------------------------------------- fitting
 
 
-@dataclass(frozen=True)
-class _ConstantFit:
-    """Baseline: predict the mean measured M_pt/N of the fitted configurations."""
+def fit_weights(table: Any) -> dict[str, Any]:
+    r"""Fit the closed-form weights on a sweep table and evaluate them held out.
 
-    train_mse: float
-    test_mse: float | None
-
-    @classmethod
-    def fit(cls, measured: np.ndarray, mask: np.ndarray) -> "_ConstantFit":
-        mean = measured[mask].mean()
-        test = float(np.mean((measured[~mask] - mean) ** 2)) if (~mask).any() else None
-        return cls(float(np.mean((measured[mask] - mean) ** 2)), test)
-
-
-def _summary(evaluation: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n_splits", "train_mse_mean", "train_mse_std", "test_mse_mean", "test_mse_std")
-    return {k: evaluation[k] for k in keys}
-
-
-def fit_weights(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    r"""Fit the closed-form weights on sweep ``records`` and evaluate them held out.
-
-    ``records``: sweep records (:func:`gmmmem.sweep.load_sweep`), each with a measured
-    midpoint. Returns a JSON-ready dictionary: the times and fitted weights, the fit on all
-    records (training MSE, effective degrees of freedom), the held-out evaluation of the
-    closed form and of the constant baseline (chapter 4's three evaluations, each where the
-    records allow it: leaving one N out needs two N, fitting on variance 1 other variances),
-    the transition width (start/N and end/N of every record, and the median offsets of start
-    and end from the midpoint), the fitted range of every parameter, and the records'
-    configurations with their measured and fitted ratios.
+    ``table``: a :class:`gmmmem.sweep.SweepTable` whose every row has a measured transition
+    (start, midpoint, end). Returns a JSON-ready dictionary: the times and fitted weights, the
+    fit on all rows (training MSE, effective degrees of freedom), the held-out evaluation
+    (:func:`gmmmem.heldout.heldout`) of the closed form and of the constant baseline under
+    chapter 4's three evaluations, each where the table allows it (leaving one N out needs two
+    N, fitting on variance 1 other variances), the transition width (start/N and end/N of every
+    row, and the median offsets of start and end from the midpoint), the fitted range of every
+    parameter, and the rows' configurations with their measured and fitted ratios.
     """
     import torch
 
-    from . import weights
     from .diffusion import time_grid
+    from .heldout import group_splits, heldout, random_splits
+    from .predictors import ClosedForm, Constant
 
-    if len(records) < 2:
-        raise ValueError(f"need at least 2 sweep records to fit and hold out, got {len(records)}")
-    missing = [r["config"] for r in records if r["midpoint"] is None or r["start"] is None
-               or r["end"] is None]
-    if missing:
-        raise ValueError(f"records without a complete transition (start, midpoint, end): {missing}")
-    cfg = {name: np.array([r["config"][name] for r in records]) for name in ("d", "K", "N", "var")}
-    measured = np.array([r["midpoint_over_N"] for r in records], dtype=float)
-    N = cfg["N"].astype(float)
-    start = np.array([r["start"] for r in records]) / N
-    end = np.array([r["end"] for r in records]) / N
+    if len(table) < 2:
+        raise ValueError(f"need at least 2 sweep records to fit and hold out, got {len(table)}")
+    incomplete = ~np.isfinite(table.measured) | ~np.isfinite(table.start) | ~np.isfinite(table.end)
+    if incomplete.any():
+        raise ValueError("records without a complete transition (start, midpoint, end): "
+                         f"{[table.configs[i] for i in np.flatnonzero(incomplete)]}")
+    measured = table.measured
+    N = table.N.astype(float)
+    start, end = table.start / N, table.end / N
     t = time_grid(dtype=torch.float64).numpy()
+    closed, constant = ClosedForm(times=t, c=C), Constant()
 
-    def closed(mask: np.ndarray) -> Any:
-        return weights.fit_lambda(t, cfg["var"], measured, mask, c=C)
-
-    def constant(mask: np.ndarray) -> _ConstantFit:
-        return _ConstantFit.fit(measured, mask)
-
-    evaluations = {
-        "random 75/25": weights.random_splits(len(records), SPLITS, TEST_FRACTION, SPLIT_SEED)
-    }
-    if np.unique(cfg["N"]).size > 1:
-        evaluations["leave one N out"] = weights.group_splits(cfg["N"])
-    var_one = cfg["var"] == 1.0
+    evaluations = {"random 75/25": random_splits(len(table), SPLITS, TEST_FRACTION, SPLIT_SEED)}
+    if np.unique(table.N).size > 1:
+        evaluations["leave one N out"] = group_splits(table.N)
+    var_one = table.var == 1.0
     if var_one.any() and not var_one.all():
         evaluations["fit on variance 1"] = [var_one]
     held_out = {
-        name: {"closed form": _summary(weights.evaluate(closed, splits)),
-               "constant (baseline)": _summary(weights.evaluate(constant, splits))}
+        name: {"closed form": heldout(closed, table, splits).summary(),
+               "constant (baseline)": heldout(constant, table, splits).summary()}
         for name, splits in evaluations.items()
     }
-    fit = closed(np.ones(len(records), dtype=bool))
+    fit = closed.fit(table)
+    cfg = {name: getattr(table, name) for name in RANGE_PARAMETERS}
     return {
         "predictor": PREDICTOR,
         "c": C,
         "times": t.tolist(),
         "weights": fit.weights.tolist(),
-        "fit": {"n_configs": len(records), "train_mse": fit.train_mse,
+        "fit": {"n_configs": len(table), "train_mse": fit.train_mse,
                 "effective_dof": fit.effective_dof, "optimality_gap": fit.optimality_gap},
         "held_out": held_out,
         "evaluation": {"random_splits": SPLITS, "test_fraction": TEST_FRACTION,
@@ -155,9 +129,10 @@ def fit_weights(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         },
         "fitted_range": {name: [float(cfg[name].min()), float(cfg[name].max())]
                          for name in RANGE_PARAMETERS},
-        "configs": [{**{k: r["config"][k] for k in ("d", "K", "N", "var", "seed")},
-                     "measured": m, "fitted": float(p)}
-                    for r, m, p in zip(records, measured.tolist(), fit.predictions)],
+        "configs": [{"d": int(d), "K": int(k), "N": int(n), "var": float(v), "seed": int(s_),
+                     "measured": float(m), "fitted": float(p)}
+                    for d, k, n, v, s_, m, p in zip(table.d, table.K, table.N, table.var, table.seed,
+                                                     measured, fit.predict(table))],
     }
 
 
@@ -169,7 +144,7 @@ def write_weights(sweep: str | Path | None = None, out: str | Path | None = None
     import torch
 
     from . import files, provenance
-    from .sweep import load_sweep
+    from .sweep import SweepTable
 
     sweep = Path(sweep) if sweep is not None else default_sweep()
     if out is None and not force:
@@ -178,7 +153,7 @@ def write_weights(sweep: str | Path | None = None, out: str | Path | None = None
     if not sweep.is_file():
         raise ValueError(f"sweep file {sweep} does not exist")
     began = time.perf_counter()
-    payload = fit_weights(load_sweep(sweep))
+    payload = fit_weights(SweepTable.load(sweep))
     settings = {
         "experiment": "fit_weights",
         "sweep": sweep.name,
@@ -274,9 +249,9 @@ def predict(d: int, K: int, N: int, var: float = 1.0,
     for note in notes:
         warnings.warn(note, RangeWarning, stacklevel=2)
 
-    from .losses import crossover  # torch: imported once the input is known to be good
+    from .losses import closed_form_losses, crossover  # torch: once the input is known to be good
 
-    ratio = float(crossover(fitted["times"], fitted["weights"], var, fitted["c"]))
+    ratio = crossover(*closed_form_losses(fitted["times"], var, fitted["c"]), fitted["weights"])
     width = fitted["width"]
     held = fitted["held_out"]
     return Prediction(

@@ -439,10 +439,11 @@ class SweepTable:
     for records made before it was stored; NaN at an open end); ``status`` (C,)
     :func:`~gmmmem.experiments.midpoint_status`; ``start``, ``end`` (C,) the smallest model
     sizes with ratio >= 0.1 and >= 0.9 (NaN if none); ``times`` (T,); ``sizes`` (C, S) the coarse
-    stage's model sizes over N; ``gen`` (C, T) the true mixture's training loss and ``pmem``
-    (C, S, T) the partially memorizing models' at those sizes (Monte Carlo, x0 units), the
-    inputs of :func:`gmmmem.weights.fit_lambda_from_losses`; ``records`` the records themselves
-    (settings, provenance). Every record must have the same times and number of coarse sizes.
+    stage's model sizes over N; ``gen`` (C, T) the true mixture's training loss, ``mem`` (C, T)
+    the memorizing model's and ``pmem`` (C, S, T) the partially memorizing models' at those
+    sizes (Monte Carlo, x0 units), the inputs of :class:`gmmmem.predictors.MonteCarlo`;
+    ``records`` the records themselves (settings, provenance). Every record must have the same
+    times and number of coarse sizes.
     """
 
     d: np.ndarray
@@ -456,6 +457,7 @@ class SweepTable:
     times: np.ndarray
     sizes: np.ndarray
     gen: np.ndarray
+    mem: np.ndarray
     pmem: np.ndarray
     start: np.ndarray
     end: np.ndarray
@@ -499,12 +501,75 @@ class SweepTable:
             sizes=np.array([np.array(r["model_sizes"])[c] / r["config"]["N"]
                             for r, c in zip(records, coarse)], dtype=float),
             gen=np.array([r["reference"]["true_train"] for r in records], dtype=float),
+            mem=np.array([r["reference"]["mem_train"] for r in records], dtype=float),
             pmem=np.array([np.array(r["reference"]["pmem_train"])[c]
                            for r, c in zip(records, coarse)], dtype=float),
             start=np.array([np.nan if r["start"] is None else r["start"] for r in records], dtype=float),
             end=np.array([np.nan if r["end"] is None else r["end"] for r in records], dtype=float),
             records=tuple(records),
         )
+
+    @classmethod
+    def from_columns(cls, *, measured: Any, var: Any, times: Any, d: Any = None, K: Any = None,
+                     N: Any = None, sizes: Any = None, gen: Any = None,
+                     pmem: Any = None) -> "SweepTable":
+        """A table of the columns given and no records (synthetic transitions); ``d``, ``K``,
+        ``N`` default to 0, the losses to empty arrays, every other column to NaN."""
+        measured = np.asarray(measured, dtype=float)
+        C, T = len(measured), len(times)
+        nan = np.full(C, np.nan)
+        zero = np.zeros(C, dtype=int)
+        return cls(
+            d=zero if d is None else np.asarray(d), K=zero if K is None else np.asarray(K),
+            N=zero if N is None else np.asarray(N), var=np.asarray(var, dtype=float), seed=zero,
+            measured=measured, interval=np.full((C, 2), np.nan), status=np.full(C, "measured"),
+            times=np.asarray(times, dtype=float),
+            sizes=np.zeros((C, 0)) if sizes is None else np.asarray(sizes, dtype=float),
+            gen=np.full((C, T), np.nan) if gen is None else np.asarray(gen, dtype=float),
+            mem=np.full((C, T), np.nan),
+            pmem=np.zeros((C, 0, T)) if pmem is None else np.asarray(pmem, dtype=float),
+            start=nan, end=nan.copy(), records=(),
+        )
+
+    #: The columns with one entry per row.
+    ROW_COLUMNS = ("d", "K", "N", "var", "seed", "measured", "interval", "status", "sizes", "gen",
+                   "mem", "pmem", "start", "end")
+
+    def rows(self, select: Any) -> "SweepTable":
+        """The table of the rows ``select`` picks (a boolean mask or indices), in its order."""
+        idx = np.arange(len(self))[np.asarray(select)]
+        return dataclasses.replace(self, **{name: getattr(self, name)[idx] for name in self.ROW_COLUMNS},
+                                   records=tuple(self.records[i] for i in idx) if self.records else ())
+
+    def with_losses(self, sizes: np.ndarray, gen: np.ndarray, pmem: np.ndarray) -> "SweepTable":
+        """The table with other losses in place of ``sizes`` (C, S), ``gen`` (C, T), ``pmem`` (C, S, T)."""
+        sizes, gen, pmem = (np.asarray(a, dtype=float) for a in (sizes, gen, pmem))
+        C, T = len(self), len(self.times)
+        if gen.shape != (C, T) or pmem.ndim != 3 or pmem.shape[::2] != (C, T) \
+                or sizes.shape != pmem.shape[:2]:
+            raise ValueError(f"losses must have shapes (C, S), (C, T), (C, S, T) with C = {C}, "
+                             f"T = {T}; got {sizes.shape}, {gen.shape}, {pmem.shape}")
+        return dataclasses.replace(self, sizes=sizes, gen=gen, pmem=pmem)
+
+    def curve(self, i: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``i``'s model sizes (coarse and fine, increasing) and its per-size field ``name``
+        at them (a dotted path into the record, e.g. ``"reference.pmem_train"``)."""
+        r = self.records[i]
+        value = r
+        for key in name.split("."):
+            value = value[key]
+        return np.asarray(r["model_sizes"]), np.asarray(value, dtype=float)
+
+    def at_size(self, name: str, M: Any) -> np.ndarray:
+        """The per-size field ``name`` of each record (e.g. ``"memorization_ratio"``) at model
+        size ``M`` (one for all rows, or one per row); KeyError where a row has no such size."""
+        sizes = np.broadcast_to(np.asarray(M), (len(self),))
+        out = []
+        for r, m in zip(self.records, sizes):
+            if int(m) not in r["model_sizes"]:
+                raise KeyError(f"{Config(**r['config']).name} has no model size {int(m)}")
+            out.append(r[name][r["model_sizes"].index(int(m))])
+        return np.array(out, dtype=float)
 
     def _shared(self, name: str, drop: str | None = None) -> Any:
         """A setting every record has the same value of (but for its field ``drop``);

@@ -5,7 +5,10 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from gmmmem import diffusion, losses, mixtures, weights
+from gmmmem import diffusion, losses, mixtures
+from gmmmem.heldout import heldout
+from gmmmem.predictors import FiniteSize
+from gmmmem.sweep import SweepTable
 
 F64 = torch.float64
 
@@ -119,7 +122,7 @@ def test_monte_carlo_estimator_is_nearest_memorized_excess_on_the_same_draws():
 def test_finite_size_losses_hold_theorem_3_1_and_the_finite_size_curve():
     t = diffusion.time_grid().numpy()
     d, K, N, var = [30, 40], [3, 6], [50, 100], [0.5, 2.0]
-    sizes, gen, pmem = weights.finite_size_losses(t, d, K, N, var, num_sizes=20)
+    sizes, gen, pmem = losses.finite_size_losses(t, d, K, N, var, num_sizes=20)
     assert sizes.shape == (2, 20) and gen.shape == (2, 26) and pmem.shape == (2, 20, 26)
     M50 = np.round(np.arange(1, 21) * 50 / 20).astype(int)  # whole model sizes of N = 50
     assert np.allclose(sizes[0], M50 / 50) and np.allclose(sizes[1], np.arange(1, 21) / 20)
@@ -129,14 +132,14 @@ def test_finite_size_losses_hold_theorem_3_1_and_the_finite_size_curve():
     want = losses.expected_nearest_memorized_excess(30, 3, 0.5, M50, 50)
     assert np.allclose(pmem[0, :, 0], want)
     with pytest.raises(ValueError, match="one length"):
-        weights.finite_size_losses(t, [30, 40], [3], [50, 50], [1.0, 1.0])
+        losses.finite_size_losses(t, [30, 40], [3], [50, 50], [1.0, 1.0])
 
 
 def test_the_finite_size_crossing_solves_the_crossover_equation():
     # With uniform weights the crossing M*/N solves e(M*) = mean_t d s^2 / (1 + psi_t s^2).
     t = diffusion.time_grid().numpy()
-    sizes, gen, pmem = weights.finite_size_losses(t, [30], [3], [50], [1.0], num_sizes=50)
-    r = weights.loss_crossings(sizes, gen, pmem, np.ones(26))[0]
+    sizes, gen, pmem = losses.finite_size_losses(t, [30], [3], [50], [1.0], num_sizes=50)
+    r = losses.crossover(sizes, gen, pmem, np.ones(26))[0]
     target = gen[0].mean()
     e = pmem[0, :, 0]
     assert np.interp(r, sizes[0], e) == pytest.approx(target, rel=1e-9)
@@ -149,9 +152,10 @@ def test_the_finite_size_fit_recovers_transitions_made_by_known_weights():
     C = 10  # one cluster keeps the formula cheap; d, N and the variance vary
     d, K = rng.choice([10, 20, 40], C), np.ones(C, dtype=int)
     N, var = rng.choice([20, 40], C), rng.choice([0.5, 1.0, 2.0], C)
-    sizes, gen, pmem = weights.finite_size_losses(t, d, K, N, var)
+    sizes, gen, pmem = losses.finite_size_losses(t, d, K, N, var)
     true_w = rng.dirichlet(np.full(26, 0.5))
-    y = weights.loss_crossings(sizes, gen, pmem, true_w)
+    y = losses.crossover(sizes, gen, pmem, true_w)
     mask = np.arange(C) < 7
-    fit = weights.fit_lambda_from_losses(sizes, gen, pmem, y, mask, n_starts=0)
-    assert fit.train_mse < 1e-6 and fit.test_mse < 1e-4
+    table = SweepTable.from_columns(measured=y, var=var, times=t, d=d, K=K, N=N)
+    ev = heldout(FiniteSize(t, n_starts=0), table, [mask])
+    assert ev.train_mse[0] < 1e-6 and ev.test_mse[0] < 1e-4

@@ -70,29 +70,12 @@ def test_closed_form_crossover_solves_the_weighted_balance():
                 (w * (losses.gen_excess(t, d, var) - c * d * var * (1 - M / N))).sum()
             )
             M_star = brentq(balance, 1e-9, N)
-            assert losses.crossover(t, w, var, c) == pytest.approx(M_star / N, rel=1e-9)
+            assert losses.crossover(*losses.closed_form_losses(t, var, c), w) == pytest.approx(M_star / N, rel=1e-9)
     # The rebuttal's form for c = 2.
     psi = diffusion.snr(t)
     w = torch.ones(26, dtype=F64) / 26
-    assert losses.crossover(t, w, 1.0) == pytest.approx(float((w * (0.5 + psi) / (1 + psi)).sum()))
-
-
-def test_crossover_from_losses_interpolates_a_known_crossing():
-    sizes = np.linspace(0.1, 1.0, 10)
-    gen = np.array([3.0, 1.0])
-    slope = np.array([4.0, 2.0])
-    pmem = slope[None, :] * (1.0 - sizes[:, None]) + 0.5  # weighted gap is linear in M
-    w = np.array([1.0, 3.0])
-    # f(M) = sum w (gen - pmem) / 4 = (3 - 4(1-M) - .5 + 3 (1 - 2(1-M) - .5)) / 4 = 0 at M = 0.6
-    assert losses.crossover_from_losses(sizes, gen, pmem, w) == pytest.approx(0.6)
-
-
-def test_crossover_from_losses_says_why_when_nothing_crosses():
-    sizes = [1.0, 2.0, 3.0]
-    with pytest.warns(losses.CrossoverWarning, match="wins at every size"):
-        assert losses.crossover_from_losses(sizes, [0.0], [[5.0], [4.0], [3.0]], [1.0]) is None
-    with pytest.warns(losses.CrossoverWarning, match="smallest size"):
-        assert losses.crossover_from_losses(sizes, [9.0], [[5.0], [4.0], [3.0]], [1.0]) is None
+    assert losses.crossover(*losses.closed_form_losses(t, 1.0), w) == pytest.approx(
+        float((w * (0.5 + psi) / (1 + psi)).sum()))
 
 
 @pytest.mark.parametrize(
@@ -105,9 +88,9 @@ def test_crossover_from_losses_says_why_when_nothing_crosses():
         (lambda: losses.gen_excess(0.5, 3, -1.0), "var"),
         (lambda: losses.pmem_excess(0.5, 3, 1.0, 11, 10), "M"),
         (lambda: losses.pmem_excess(0.5, 3, 1.0, 0, 10), "M"),
-        (lambda: losses.crossover([0.1, 0.2], [1.0], 1.0), "weights"),
-        (lambda: losses.crossover([0.1, 0.2], [-1.0, 2.0], 1.0), "weights"),
-        (lambda: losses.crossover_from_losses([1, 2], [1.0], [[1.0]], [1.0]), "pmem_losses"),
+        (lambda: losses.crossover(*losses.closed_form_losses([0.1, 0.2], 1.0), [1.0]), "weights"),
+        (lambda: losses.crossover(*losses.closed_form_losses([0.1, 0.2], 1.0), [-1.0, 2.0]), "weights"),
+        (lambda: losses.crossover([1, 2], [1.0], [1.0, 2.0], [1.0]), "pmem"),
     ],
 )
 def test_bad_input_gives_clear_errors(call, word):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import subprocess
@@ -13,8 +14,8 @@ from gmmmem import predict as P
 from gmmmem.__main__ import main
 from gmmmem.diffusion import time_grid
 from gmmmem.experiments import EvalConfig
-from gmmmem.sweep import load_sweep
-from gmmmem.losses import crossover
+from gmmmem.losses import closed_form_losses, crossover
+from gmmmem.sweep import SweepTable, load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,10 +34,11 @@ def _flat(x, prefix=""):
     return {prefix: x}
 
 
-def _record(d, K, N, var, mid, start, end):
-    """The fields of a sweep record that fit_weights reads."""
-    return {"config": {"d": d, "K": K, "N": N, "var": var, "seed": 0}, "midpoint": mid * N,
-            "midpoint_over_N": mid, "start": start, "end": end}
+def _table(N, var, mid, start, end, t):
+    """A sweep table (d = 30, K = 3) with the columns fit_weights reads."""
+    table = SweepTable.from_columns(measured=mid, var=var, times=t, d=np.full(len(N), 30),
+                                    K=np.full(len(N), 3), N=N)
+    return dataclasses.replace(table, start=np.asarray(start, dtype=float), end=np.asarray(end, dtype=float))
 
 
 def test_committed_weights_are_the_fit_of_the_committed_sweep(tmp_path, committed):
@@ -83,10 +85,9 @@ def test_fit_on_synthetic_transitions_recovers_them():
     true_w = rng.dirichlet(np.full(t.size, 0.3))
     var = rng.choice([0.25, 0.5, 1.0, 2.0, 4.0], size=24)
     N = rng.choice([40, 80, 120], size=24)
-    mid = crossover(t, true_w, var)
-    records = [_record(30, 3, int(n), float(v), float(m), int(round((m - 0.1) * n)),
-                       int(round((m + 0.15) * n))) for n, v, m in zip(N, var, mid)]
-    out = P.fit_weights(records)
+    mid = crossover(*closed_form_losses(t, var), true_w)
+    table = _table(N, var, mid, np.round((mid - 0.1) * N), np.round((mid + 0.15) * N), t)
+    out = P.fit_weights(table)
     ev = {name: {k: v["test_mse_mean"] for k, v in e.items()} for name, e in out["held_out"].items()}
     assert ev["random 75/25"]["closed form"] < 1e-12 < 1e-4 < ev["random 75/25"]["constant (baseline)"]
     assert ev["leave one N out"]["closed form"] < 1e-6 < 1e-4 < ev["leave one N out"]["constant (baseline)"]
@@ -96,8 +97,9 @@ def test_fit_on_synthetic_transitions_recovers_them():
     assert out["width"]["start_offset"] == pytest.approx(-0.1, abs=0.02)
     assert out["width"]["end_offset"] == pytest.approx(0.15, abs=0.02)
     assert out["fitted_range"]["var"] == [0.25, 4.0] and out["fitted_range"]["N"] == [40, 120]
+    incomplete = dataclasses.replace(table, start=np.where(np.arange(24) == 3, np.nan, table.start))
     with pytest.raises(ValueError, match="complete transition"):
-        P.fit_weights(records[:3] + [_record(30, 3, 40, 1.0, 0.8, None, 36)])
+        P.fit_weights(incomplete)
 
 
 @pytest.mark.parametrize("args, match", [
