@@ -23,7 +23,7 @@ NAME = re.compile(r"[\w./{},=-]+\.jsonl?")
 COPIES = {"sweeps/paper_grid_cuda.jsonl": "sweeps/paper_grid.jsonl"}
 
 #: Settings a run measures rather than is given (not derivable from its command).
-MEASURED = {"train_seconds", "torch_threads", "load_average_before", "load_average_after"}
+MEASURED = {"train_seconds"}
 
 
 def _expand(pattern: str) -> list[str]:
