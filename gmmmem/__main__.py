@@ -6,6 +6,8 @@ coloured templates (image-like data);
 ``python -m gmmmem sweep --grid default --out data/sweeps/default.jsonl``: a grid of them, on Dask;
 ``python -m gmmmem predict --d 50 --K 12 --N 200``: where a configuration should memorize, from
 the weights ``python -m gmmmem fit-weights`` fits on a sweep (no training);
+``python -m gmmmem predict-check --out data/predict_check``: predictions written first, then the
+configurations trained and measured;
 ``python -m gmmmem data-size --d 30 --K 3 --M 40 --N 40 50 60 --out data/x.json``: fixed model
 size, growing training set;
 ``python -m gmmmem width-sweep --d 30 --K 4 --N 100 --widths 64 128 256 --out data/x.json``: MLP
@@ -19,6 +21,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from .config import COMMAND_VARIABLE, SCALES
 
@@ -30,9 +33,78 @@ def _overrides(args: argparse.Namespace) -> dict:
         for name, value in (
             ("steps", args.steps), ("peak_lr", args.peak_lr), ("final_lr", args.final_lr),
             ("num_draws", args.draws), ("update_ema", args.ema), ("adam_beta2", args.beta2),
+            ("warmup_frac", args.warmup),
         )
         if value is not None
     }
+
+
+def _eval_config(args: argparse.Namespace):
+    """The scale's evaluation preset with the ``--samples`` / ``--loss-draws`` given."""
+    import dataclasses
+
+    from .experiments import EVAL_PRESETS
+
+    given = {name: value for name, value in (("num_samples", args.samples),
+                                             ("loss_draws", args.loss_draws)) if value is not None}
+    return dataclasses.replace(EVAL_PRESETS[args.scale], **given)
+
+
+def experiment(args: argparse.Namespace) -> tuple[Callable, Callable, dict[str, Any]]:
+    """What a training command runs, from its parsed arguments: (the experiment, the function
+    giving the settings it records, the keyword arguments both take). The command runs the
+    first; :func:`recorded_settings` calls the second, so a result's settings can be checked
+    against its command without training."""
+    from .train import TrainConfig
+
+    common = dict(scale=args.scale, seed=args.seed)
+    if args.command == "data-size":
+        from .data_size import data_size, data_size_settings
+
+        return data_size, data_size_settings, dict(
+            d=args.d, K=args.K, M=args.M, training_sizes=args.N, var=args.var, **common,
+            config=TrainConfig.preset(args.scale, seed=args.seed, **_overrides(args)))
+    common["eval_config"] = _eval_config(args)
+    if args.command == "phase-transition":
+        from .experiments import phase_transition, phase_transition_settings
+
+        return phase_transition, phase_transition_settings, dict(
+            d=args.d, K=args.K, N=args.N, model_sizes=args.sizes, start=args.start, **common,
+            config=TrainConfig.preset(args.scale, seed=args.seed, **_overrides(args)))
+    if args.command == "phase-transition-templates":
+        from .experiments import phase_transition_templates, template_config, template_settings
+
+        return phase_transition_templates, template_settings, dict(
+            K=args.K, N=args.N, model_sizes=args.sizes, size=args.size,
+            snapshots=args.snapshots or (), **common,
+            config=template_config(args.scale, seed=args.seed, **_overrides(args)))
+    if args.command == "width-sweep":
+        from .networks import width_config, width_sweep, width_sweep_settings
+
+        return width_sweep, width_sweep_settings, dict(
+            d=args.d, K=args.K, N=args.N, widths=args.widths, **common,
+            config=width_config(args.scale, seed=args.seed, **_overrides(args)))
+    raise ValueError(f"{args.command} is not a training command")
+
+
+def recorded_settings(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The settings of every record the command of ``args`` writes (a sweep: one per
+    configuration; ``predict-check``: its predictions, then each configuration), without running
+    it: by the same functions the command runs with. ``fit-weights`` and ``predict`` are not
+    covered (they train nothing: rerun them)."""
+    if args.command == "sweep":
+        from .sweep import grid_settings
+
+        return list(grid_settings(args.grid, args.scale).values())
+    if args.command == "predict-check":
+        from .predict import check_grid, check_settings
+        from .sweep import grid_settings
+
+        return [check_settings(fitted=args.weights)] + list(grid_settings(
+            check_grid(seed=args.seed), args.scale, train=_overrides(args),
+            eval_config=_eval_config(args)).values())
+    _, settings, kwargs = experiment(args)
+    return [settings(**kwargs)]
 
 
 def _nonnegative(text: str) -> int:
@@ -40,6 +112,22 @@ def _nonnegative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1) (the warm-up fraction)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {value}")
     return value
 
 
@@ -66,21 +154,10 @@ def _edge_note(sizes: list[int], start: int | None) -> str:
 
 
 def _phase_transition(args: argparse.Namespace) -> None:
-    from .experiments import phase_transition, phase_transition_templates, template_config
-    from .train import TrainConfig
-
     checkpoint = _checked_outputs(args, f"{args.out}.checkpoint")
-    common = dict(progress=not args.no_progress, checkpoint=checkpoint,
-                  checkpoint_every=args.checkpoint_every)
-    if args.command == "phase-transition-templates":
-        config = template_config(args.scale, seed=args.seed, **_overrides(args))
-        result = phase_transition_templates(args.K, args.N, args.sizes, args.size, args.scale,
-                                            args.seed, args.device, config=config,
-                                            snapshots=args.snapshots or (), **common)
-    else:
-        config = TrainConfig.preset(args.scale, seed=args.seed, **_overrides(args))
-        result = phase_transition(args.d, args.K, args.N, args.sizes, args.scale, args.seed,
-                                  args.device, config=config, start=args.start, **common)
+    run, _, kwargs = experiment(args)
+    result = run(**kwargs, device=args.device, progress=not args.no_progress,
+                 checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     result.save(args.out)
     checkpoint.unlink(missing_ok=True)
     start, end = result.transition
@@ -134,17 +211,32 @@ def _predict(args: argparse.Namespace) -> None:
               f"a constant predictor: {base ** 0.5:.3f} N ({base:.1e})")
 
 
+def _predict_check(args: argparse.Namespace) -> None:
+    from .predict import run_check
+    from .sweep import SweepError
+
+    args.checkpoint_path = Path(args.out) / "measured.jsonl.checkpoints"
+    try:
+        made, records = run_check(args.out, fitted=args.weights, n_workers=args.workers,
+                                  scheduler=args.scheduler, scale=args.scale,
+                                  train=_overrides(args), eval_config=_eval_config(args),
+                                  seed=args.seed)
+    except (SweepError, ConnectionError) as err:
+        sys.exit(f"error: {err}")
+    for p, r in zip(made["predictions"], records):
+        print(f"d = {p['d']}, K = {p['K']}, N = {p['N']}, variance {p['var']:g}: predicted M* = "
+              f"{p['M_star']:.1f}, measured M_pt = "
+              + (f"{r['midpoint']:.1f}" if r["midpoint"] is not None else "none"))
+    print(f"wrote {Path(args.out) / 'predictions.json'} and {Path(args.out) / 'measured.jsonl'}")
+
+
 def _data_size(args: argparse.Namespace) -> None:
     import shutil
 
-    from .data_size import data_size
-    from .train import TrainConfig
-
     checkpoint = _checked_outputs(args, f"{args.out}.checkpoints", folder=True)
-    config = TrainConfig.preset(args.scale, seed=args.seed, **_overrides(args))
-    result = data_size(args.d, args.K, args.M, args.N, args.var, args.seed, args.scale,
-                       args.device, config=config, progress=not args.no_progress,
-                       checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
+    run, _, kwargs = experiment(args)
+    result = run(**kwargs, device=args.device, progress=not args.no_progress,
+                 checkpoint=checkpoint, checkpoint_every=args.checkpoint_every)
     result.save(args.out)
     shutil.rmtree(checkpoint, ignore_errors=True)
     print("memorization ratio by training-set size: "
@@ -160,13 +252,11 @@ def _data_size(args: argparse.Namespace) -> None:
 
 
 def _width_sweep(args: argparse.Namespace) -> None:
-    from .networks import width_config, width_sweep
-
     checkpoint = _checked_outputs(args, f"{args.out}.checkpoint")
-    config = width_config(args.scale, seed=args.seed, **_overrides(args))
-    result = width_sweep(args.d, args.K, args.N, args.widths, args.scale, args.seed, args.device,
-                         config=config, progress=not args.no_progress, checkpoint=checkpoint,
-                         checkpoint_every=args.checkpoint_every, snapshots=args.snapshots or ())
+    run, _, kwargs = experiment(args)
+    result = run(**kwargs, device=args.device, progress=not args.no_progress,
+                 checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+                 snapshots=args.snapshots or ())  # measured, not recorded in the settings
     result.save(args.out)
     checkpoint.unlink(missing_ok=True)
     print("memorization ratio by width: " + ", ".join(
@@ -202,6 +292,16 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draws", type=int, help="override the preset's noise draws per point")
     parser.add_argument("--ema", type=float, help="override the preset's update EMA (0 = off)")
     parser.add_argument("--beta2", type=float, help="override the preset's Adam second-moment decay")
+    parser.add_argument("--warmup", type=_fraction, metavar="FRACTION",
+                        help="override the preset's warm-up, a fraction of the steps in [0, 1)")
+
+
+def _eval_options(parser: argparse.ArgumentParser) -> None:
+    """Overrides of the scale's evaluation preset (read back by :func:`_eval_config`)."""
+    parser.add_argument("--samples", type=_positive,
+                        help="override the scale's generated samples per model (memorization ratio)")
+    parser.add_argument("--loss-draws", type=_positive,
+                        help="override the scale's noise draws per point and time (Monte Carlo losses)")
 
 
 def _mixture_options(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +321,7 @@ def _phase_transition_options(pt: argparse.ArgumentParser, sizes: bool = True) -
     pt.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     pt.add_argument("--out", required=True, help="output JSON file")
     _training_options(pt)
+    _eval_options(pt)
     pt.add_argument("--checkpoint", help="training checkpoint file (default: OUT.checkpoint); "
                     "rerunning an interrupted command resumes from it; removed once OUT is written")
     pt.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS",
@@ -311,6 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     fw.add_argument("--force", action="store_true",
                     help="replace the committed data/weights/default.json when --out is not given")
     fw.set_defaults(run=_fit_weights, parser=fw)
+
+    pc = commands.add_parser(
+        "predict-check",
+        help="predict, then train: check the predictor on configurations it was not fitted on",
+        description="Write the predictions for gmmmem.predict.CHECK_CONFIGS to OUT/predictions.json "
+        "before any training, then locate their transitions with the sweep's two-stage search into "
+        "OUT/measured.jsonl (JSON lines, resumed like a sweep; chapter 8).",
+    )
+    pc.add_argument("--out", required=True, help="output folder (e.g. data/predict_check)")
+    pc.add_argument("--weights", help="fitted weights (default: data/weights/default.json)")
+    pc.add_argument("--scale", choices=SCALES, default="default", help="training preset")
+    pc.add_argument("--seed", type=_nonnegative, default=0,
+                    help="seed of every configuration's data, training and evaluation (>= 0)")
+    pc.add_argument("--workers", type=_positive, metavar="N",
+                    help="workers of the local Dask cluster (default: one per GPU, else per CPU core)")
+    pc.add_argument("--scheduler", metavar="ADDRESS",
+                    help="a running Dask scheduler, tcp://HOST:PORT, or its scheduler file (.json)")
+    _training_options(pc)
+    _eval_options(pc)
+    pc.set_defaults(run=_predict_check, parser=pc)
 
     ws = commands.add_parser(
         "width-sweep",

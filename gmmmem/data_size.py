@@ -153,6 +153,46 @@ def _checkpoint_file(folder: str | Path | None, N: int) -> Path | None:
     return None if folder is None else Path(folder) / f"N{N}.pt"
 
 
+def data_size_settings(
+    d: int,
+    K: int,
+    M: int,
+    training_sizes: Sequence[int],
+    var: float = 1.0,
+    seed: int = 0,
+    scale: str = "default",
+    *,
+    config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+) -> dict[str, Any]:
+    """The settings :func:`data_size` records for these arguments, the arguments checked;
+    nothing is trained."""
+    d, K, M = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("M", M)))
+    seed = validate.seed(seed)
+    if not 0.0 < float(var) < math.inf:
+        raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
+    var = float(var)
+    Ns = [validate.integer(n, "training-set size N") for n in training_sizes]
+    if not Ns:
+        raise ValueError("training_sizes is empty")
+    if sorted(set(Ns)) != Ns:
+        raise ValueError(f"training_sizes must be strictly increasing, got {list(training_sizes)}")
+    if Ns[0] < max(M, 2):
+        raise ValueError(
+            f"every training-set size must be >= max(M, 2) = {max(M, 2)} (M = {M} means start at "
+            f"M distinct training points; the memorization criterion needs two), got {Ns[0]}"
+        )
+    check_scale(scale)
+    return {
+        "experiment": "data_size",
+        "d": d, "K": K, "var": var, "M": M, "seed": seed, "scale": scale,
+        "training_sizes": Ns,
+        "init": "the first M training points (the same for every N)",
+        "train_config": dataclasses.asdict(config or TrainConfig.preset(scale, seed=seed)),
+        "eval_config": dataclasses.asdict(eval_config or EVAL_PRESETS[scale]),
+    }
+
+
 def data_size(
     d: int,
     K: int,
@@ -178,24 +218,10 @@ def data_size(
     (:func:`gmmmem.train.train_gmm`), so a rerun of an interrupted call resumes where it
     stopped and ends exactly as an uninterrupted one; the caller removes the folder.
     """
-    d, K, M = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("M", M)))
-    seed = validate.seed(seed)
-    if not 0.0 < float(var) < math.inf:
-        raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
-    var = float(var)
-    Ns = [validate.integer(n, "training-set size N") for n in training_sizes]
-    if not Ns:
-        raise ValueError("training_sizes is empty")
-    if sorted(set(Ns)) != Ns:
-        raise ValueError(f"training_sizes must be strictly increasing, got {list(training_sizes)}")
-    if Ns[0] < max(M, 2):
-        raise ValueError(
-            f"every training-set size must be >= max(M, 2) = {max(M, 2)} (M = {M} means start at "
-            f"M distinct training points; the memorization criterion needs two), got {Ns[0]}"
-        )
-    check_scale(scale)
-    config = config or TrainConfig.preset(scale, seed=seed)
-    ev = eval_config or EVAL_PRESETS[scale]
+    settings = data_size_settings(d, K, M, training_sizes, var, seed, scale, config=config,
+                                  eval_config=eval_config)
+    d, K, M, var, seed, Ns = (settings[k] for k in ("d", "K", "M", "var", "seed", "training_sizes"))
+    config, ev = TrainConfig(**settings["train_config"]), EvalConfig(**settings["eval_config"])
     dev = resolve(device)
     began = time.perf_counter()
 
@@ -214,14 +240,6 @@ def data_size(
         learned_var.append(trained.var[0])
         seconds.append(round(trained.seconds, 2))
 
-    settings = {
-        "experiment": "data_size",
-        "d": d, "K": K, "var": var, "M": M, "seed": seed, "scale": scale,
-        "training_sizes": Ns,
-        "init": "the first M training points (the same for every N)",
-        "train_config": dataclasses.asdict(config),
-        "eval_config": dataclasses.asdict(ev),
-    }
     return DataSizeResult(
         d=d, K=K, var=var, M=M, seed=seed,
         training_sizes=Ns,

@@ -415,20 +415,12 @@ def phase_transition(
     true mixture's variance s_star^2 (the paper's 1 by default). ``start``: ``pmem`` (the
     paper's: size M starts on M training points) or ``random`` (means at
     :func:`gmmmem.train.random_start`, a control; recorded in the settings).
+    The run is made from :func:`phase_transition_settings`, which it records.
     """
-    if start not in STARTS:
-        raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
-    d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
-    seed = validate.seed(seed)
-    if N < 2:
-        raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
-    if not 0.0 < float(var) < math.inf:
-        raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
-    var = float(var)
-    check_scale(scale)
-    sizes = _model_sizes(model_sizes, N)
-    config = config or TrainConfig.preset(scale, seed=seed)
-    ev = eval_config or EVAL_PRESETS[scale]
+    settings = phase_transition_settings(d, K, N, model_sizes, scale, seed, config=config,
+                                         eval_config=eval_config, var=var, start=start)
+    d, K, N, var, seed, sizes = (settings[k] for k in ("d", "K", "N", "var", "seed", "model_sizes"))
+    config, ev = TrainConfig(**settings["train_config"]), EvalConfig(**settings["eval_config"])
     dev = resolve(device)
     began = time.perf_counter()
 
@@ -451,29 +443,62 @@ def measure_phase_transition(trained, truth: IsoGMM, X: torch.Tensor, X_test: to
     dev = X.device
     ratio, losses = _measure(trained, truth.denoise, X, X_test, ev, seed)
     stats = [metrics.means_statistics(m.to(dev, torch.float64), truth.means, X) for m in trained.means]
-    settings = {"experiment": "phase_transition", "d": d, "K": K, "N": N, "var": var,
-                "seed": seed, "scale": scale}
-    if start != "pmem":
-        settings["start"] = start
+    settings = phase_transition_settings(d, K, N, trained.model_sizes, scale, seed, config=trained.config,
+                                         eval_config=ev, var=var, start=start)
     learned = {"true_means": floats(truth.means),
                "learned_means": [floats(m) for m in trained.means], "means_stats": stats}
     return _result(PhaseTransitionResult, d, K, N, trained, ratio, losses, X, learned, settings, ev,
                    dev, began)
 
 
+def phase_transition_settings(
+    d: int,
+    K: int,
+    N: int,
+    model_sizes: Sequence[int] | None = None,
+    scale: str = "default",
+    seed: int = 0,
+    *,
+    config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    var: float = 1.0,
+    start: str = "pmem",
+) -> dict[str, Any]:
+    """The settings :func:`phase_transition` records for these arguments (all but the measured
+    ``train_seconds``), the arguments checked; nothing is trained."""
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
+    d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
+    seed = validate.seed(seed)
+    if N < 2:
+        raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
+    if not 0.0 < float(var) < math.inf:
+        raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
+    check_scale(scale)
+    settings = {"experiment": "phase_transition", "d": d, "K": K, "N": N, "var": float(var),
+                "seed": seed, "scale": scale}
+    if start != "pmem":
+        settings["start"] = start
+    return _trained_settings(settings, _model_sizes(model_sizes, N),
+                             config or TrainConfig.preset(scale, seed=seed),
+                             eval_config or EVAL_PRESETS[scale])
+
+
+def _trained_settings(settings: dict, sizes: list[int], config: TrainConfig,
+                      ev: EvalConfig) -> dict[str, Any]:
+    """``settings`` followed by the model sizes, the training and the evaluation settings."""
+    return {**settings, "model_sizes": sizes, "train_config": dataclasses.asdict(config),
+            "eval_config": dataclasses.asdict(ev)}
+
+
 def _result(cls, d, K, N, trained, ratio, losses, X, learned, settings, ev, dev, began,
             snapshots: Snapshots | None = None) -> TransitionResult:
-    """The result (a ``cls``) of a trained and measured run, with provenance; ``learned``: the
-    fields of ``cls`` beyond :class:`TransitionResult`'s."""
+    """The result (a ``cls``) of a trained and measured run, with provenance (``settings``, from
+    :func:`phase_transition_settings` or :func:`template_settings`, and the training time);
+    ``learned``: the fields of ``cls`` beyond :class:`TransitionResult`'s."""
     config, sizes, S = trained.config, trained.model_sizes, len(trained.model_sizes)
     keep = np.unique(np.linspace(0, config.steps - 1, HISTORY_POINTS).round().astype(int))
-    settings = {
-        **settings,
-        "model_sizes": sizes,
-        "train_config": dataclasses.asdict(config),
-        "eval_config": dataclasses.asdict(ev),
-        "train_seconds": round(trained.seconds, 2),
-    }
+    settings = {**settings, "train_seconds": round(trained.seconds, 2)}
     history = LossHistory(
         steps=keep, loss=floats(trained.loss_history[keep]),
         var=None if trained.var_history is None else floats(trained.var_history[keep]),
@@ -532,16 +557,12 @@ def phase_transition_templates(
     steps at which the models are measured too (memorization ratio on the same sampler noise,
     and colour variance), kept in ``loss_history.snapshots`` to show whether the ratio still
     moves at the end of training.
+    The run is made from :func:`template_settings`, which it records.
     """
-    K, N, size = (validate.integer(value, name)
-                  for name, value in (("K", K), ("N", N), ("size", size)))
-    seed = validate.seed(seed)
-    if N < 2:
-        raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
-    check_scale(scale)
-    sizes = _model_sizes(model_sizes, N)
-    config = config or template_config(scale, seed=seed)
-    ev = eval_config or EVAL_PRESETS[scale]
+    settings = template_settings(K, N, model_sizes, size, scale, seed, config=config,
+                                 eval_config=eval_config, snapshots=snapshots)
+    K, N, size, seed, sizes = (settings[k] for k in ("K", "N", "size", "seed", "model_sizes"))
+    config, ev = TrainConfig(**settings["train_config"]), EvalConfig(**settings["eval_config"])
     dev = resolve(device)
     began = time.perf_counter()
 
@@ -559,8 +580,6 @@ def phase_transition_templates(
     stats = [metrics.template_statistics(T.to(dev, torch.float64), mu.to(dev, torch.float64),
                                          true_templates, X)
              for T, mu in zip(trained.templates, trained.color_means)]
-    settings = {"experiment": "phase_transition_templates", "K": K, "N": N, "size": size,
-                "color_var": 1.0, "template_source": "digits", "seed": seed, "scale": scale}
     learned = {"true_templates": floats(truth.templates),
                "learned_templates": [floats(T) for T in trained.templates],
                "learned_color_means": [floats(mu) for mu in trained.color_means],
@@ -568,7 +587,6 @@ def phase_transition_templates(
     steps = sorted(trained.snapshots)
     measured = None
     if steps:
-        settings["snapshots"] = steps
         measured = Snapshots(
             steps=np.array(steps, dtype=np.int64),
             memorization_ratio=floats([sample_ratios(trained.snapshots[s], X, ev, seed) for s in steps]),
@@ -576,6 +594,36 @@ def phase_transition_templates(
         )
     return _result(TemplateTransitionResult, 3 * size * size, K, N, trained, ratio, losses, X,
                    learned, settings, ev, dev, began, snapshots=measured)
+
+
+def template_settings(
+    K: int,
+    N: int,
+    model_sizes: Sequence[int] | None = None,
+    size: int = 15,
+    scale: str = "default",
+    seed: int = 0,
+    *,
+    config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    snapshots: Sequence[int] = (),
+) -> dict[str, Any]:
+    """The settings :func:`phase_transition_templates` records for these arguments (all but the
+    measured ``train_seconds``), the arguments checked; nothing is trained."""
+    K, N, size = (validate.integer(value, name)
+                  for name, value in (("K", K), ("N", N), ("size", size)))
+    seed = validate.seed(seed)
+    if N < 2:
+        raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
+    check_scale(scale)
+    settings = {"experiment": "phase_transition_templates", "K": K, "N": N, "size": size,
+                "color_var": 1.0, "template_source": "digits", "seed": seed, "scale": scale}
+    steps = sorted({validate.positive_int(s, "snapshot step") for s in snapshots})
+    if steps:
+        settings["snapshots"] = steps
+    return _trained_settings(settings, _model_sizes(model_sizes, N),
+                             config or template_config(scale, seed=seed),
+                             eval_config or EVAL_PRESETS[scale])
 
 
 def sample_ratios(trained, X: torch.Tensor, ev: EvalConfig, seed: int) -> list[float]:

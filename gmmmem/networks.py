@@ -362,6 +362,37 @@ def width_config(scale: str, **overrides) -> TrainConfig:
     return TrainConfig.preset(scale, **{**base, **overrides})
 
 
+def width_sweep_settings(
+    d: int,
+    K: int,
+    N: int,
+    widths: Sequence[int],
+    scale: str = "default",
+    seed: int = 0,
+    *,
+    depth: int = DEPTH,
+    emb_dim: int = EMB_DIM,
+    config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    var: float = 1.0,
+) -> dict[str, Any]:
+    """The settings :func:`width_sweep` records for these arguments (all but the measured
+    ``train_seconds``), the arguments checked; nothing is trained."""
+    d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
+    seed = validate.seed(seed)
+    if N < 2:
+        raise ValueError(
+            f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
+    check_scale(scale)
+    config = config or width_config(scale, seed=seed)
+    ev = eval_config or EVAL_PRESETS[scale]
+    return {
+        "experiment": "width_sweep", "d": d, "K": K, "N": N, "var": var, "seed": seed,
+        "scale": scale, "widths": _widths(widths), "depth": depth, "emb_dim": emb_dim,
+        "train_config": dataclasses.asdict(config), "eval_config": dataclasses.asdict(ev),
+    }
+
+
 def width_sweep(
     d: int,
     K: int,
@@ -393,15 +424,10 @@ def width_sweep(
     ratio and median d1/d2 on the same sampler noise), kept in ``loss_history.snapshots``
     to show whether the ratio still moves at the end of training.
     """
-    d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
-    seed = validate.seed(seed)
-    if N < 2:
-        raise ValueError(
-            f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
-    check_scale(scale)
-    ws = _widths(widths)
-    config = config or width_config(scale, seed=seed)
-    ev = eval_config or EVAL_PRESETS[scale]
+    settings = width_sweep_settings(d, K, N, widths, scale, seed, depth=depth, emb_dim=emb_dim,
+                                    config=config, eval_config=eval_config, var=var)
+    d, K, N, var, seed, ws = (settings[k] for k in ("d", "K", "N", "var", "seed", "widths"))
+    config, ev = TrainConfig(**settings["train_config"]), EvalConfig(**settings["eval_config"])
     dev = resolve(device)
     began = time.perf_counter()
 
@@ -419,12 +445,7 @@ def width_sweep(
                                     nearest_ratio_median=floats([m[1] for m in measured]))
     S = len(ws)
     keep = np.unique(np.linspace(0, config.steps - 1, HISTORY_POINTS).round().astype(int))
-    settings = {
-        "experiment": "width_sweep", "d": d, "K": K, "N": N, "var": var, "seed": seed,
-        "scale": scale, "widths": ws, "depth": depth, "emb_dim": emb_dim,
-        "train_config": dataclasses.asdict(config), "eval_config": dataclasses.asdict(ev),
-        "train_seconds": round(trained.seconds, 2),
-    }
+    settings = {**settings, "train_seconds": round(trained.seconds, 2)}
     reference = ReferenceLosses(**{f"{name}_{split}": floats(losses[split][S + j])
                                    for split in ("train", "test") for j, name in enumerate(("true", "mem"))})
     return WidthSweepResult(

@@ -296,7 +296,7 @@ def run_check(out_dir: str | Path, configs: Sequence[tuple[int, int, int, float]
     import torch
 
     from . import provenance
-    from .sweep import Config, run_sweep
+    from .sweep import run_sweep
 
     out_dir = Path(out_dir)
     path = Path(fitted) if fitted is not None else default_weights()
@@ -305,9 +305,7 @@ def run_check(out_dir: str | Path, configs: Sequence[tuple[int, int, int, float]
         warnings.simplefilter("ignore", RangeWarning)  # kept in each prediction's warnings
         predictions = [predict(d, K, N, var, load_weights(path)).to_dict()
                        for d, K, N, var in configs]
-    settings = {"experiment": "predict_check", "weights": path.name,
-                "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "configs": [list(c) for c in configs]}
+    settings = check_settings(configs, path)
     target = out_dir / "predictions.json"
     payload = json.loads(target.read_text()) if target.is_file() else None
     if payload is None or payload["provenance"]["settings"] != settings:
@@ -315,7 +313,23 @@ def run_check(out_dir: str | Path, configs: Sequence[tuple[int, int, int, float]
                    "provenance": provenance.record(settings, torch.device("cpu"),
                                                    time.perf_counter() - began)}
         provenance.write_json_atomic(target, payload)
-    grid = [Config(d, K, N, var, seed) for d, K, N, var in configs]
-    records = run_sweep(grid, out_dir / "measured.jsonl", scale, scheduler, n_workers,
+    records = run_sweep(check_grid(configs, seed), out_dir / "measured.jsonl", scale, scheduler, n_workers,
                         progress=False, train=train, eval_config=eval_config)
     return payload, records
+
+
+def check_settings(configs: Sequence[tuple[int, int, int, float]] = CHECK_CONFIGS,
+                   fitted: str | Path | None = None) -> dict[str, Any]:
+    """The settings :func:`run_check` records with its predictions: the weights file (name and
+    SHA-256) and the configurations."""
+    path = Path(fitted) if fitted is not None else default_weights()
+    return {"experiment": "predict_check", "weights": path.name,
+            "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "configs": [list(c) for c in configs]}
+
+
+def check_grid(configs: Sequence[tuple[int, int, int, float]] = CHECK_CONFIGS, seed: int = 0) -> list:
+    """The sweep configurations :func:`run_check` trains (:class:`gmmmem.sweep.Config`)."""
+    from .sweep import Config
+
+    return [Config(d, K, N, var, seed) for d, K, N, var in configs]

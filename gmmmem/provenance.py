@@ -74,6 +74,18 @@ def record(settings: dict[str, Any], device: torch.device, seconds: float) -> di
     }
 
 
+def upgraded(settings: dict[str, Any]) -> dict[str, Any]:
+    """Recorded settings in today's form: fields added since a record was made get the value
+    they had then (``var`` of a phase-transition run 1, Adam's ``adam_beta2`` 0.999)."""
+    out = dict(settings)
+    if out.get("experiment") == "phase_transition" and "var" not in out:
+        out["var"] = 1.0
+    train = out.get("train_config")
+    if isinstance(train, dict) and "adam_beta2" not in train:
+        out["train_config"] = {**train, "adam_beta2": 0.999}
+    return out
+
+
 def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` as JSON to ``path`` atomically and durably (:func:`gmmmem.files.write_json`)."""
     return files.write_json(path, payload)

@@ -647,14 +647,6 @@ def _write_jsonl_atomic(path: Path, records: Sequence[dict]) -> None:
         pass
 
 
-def _upgraded(stored: dict) -> dict:
-    """Stored settings in today's form: records made before ``adam_beta2`` existed used 0.999."""
-    train = stored.get("train_config")
-    if isinstance(train, dict) and "adam_beta2" not in train:
-        return {**stored, "train_config": {**train, "adam_beta2": 0.999}}
-    return stored
-
-
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
         return {prefix: d}
@@ -808,8 +800,7 @@ def run_sweep(
     configurations outside ``grid`` are kept in the file but not returned. If tasks fail, the
     others are still recorded and :class:`SweepError` is raised at the end.
     """
-    configs, scale, train, ev = _resolve_grid(grid, scale, train, eval_config)
-    validate.positive_int(fine_points, "fine_points")
+    configs, scale, ev, train_configs, wanted = _plan(grid, scale, train, eval_config, fine_points)
     out = Path(out)
     if out.exists() and not out.is_file():
         raise ValueError(f"out must be a file path, but {out} exists and is not a file")
@@ -836,8 +827,6 @@ def run_sweep(
             _device.resolve(device)  # the local cluster computes here: the device must exist
     say = report or (lambda message: None)
 
-    train_configs = {c.key: TrainConfig.preset(scale, **train, seed=c.seed) for c in configs}
-    wanted = {c.key: settings(c, scale, train_configs[c.key], ev, fine_points) for c in configs}
     done: dict[tuple, dict] = {}
     others: list[dict] = []
     rejected: list[str] = []
@@ -859,10 +848,10 @@ def run_sweep(
                 rejected.append(line)
             elif cfg.key not in wanted:
                 others.append(rec)
-            elif _upgraded(rec["settings"]) != wanted[cfg.key]:
+            elif provenance.upgraded(rec["settings"]) != wanted[cfg.key]:
                 warnings.warn(
                     f"{out}:{lineno}: the record of {cfg.name} was made with other settings "
-                    f"({_differences(_upgraded(rec['settings']), wanted[cfg.key])}); not reused: it is "
+                    f"({_differences(provenance.upgraded(rec['settings']), wanted[cfg.key])}); not reused: it is "
                     f"recomputed, and the old line is kept in {rejected_path}",
                     SweepWarning, stacklevel=2)
                 rejected.append(line)
@@ -897,6 +886,23 @@ def run_sweep(
         raise SweepError(f"{len(failures)} of {len(configs)} configurations failed ({kept}; "
                          f"rerun the command to retry):\n{lines}")
     return [done[c.key] for c in configs]
+
+
+def grid_settings(grid: str | Sequence[Config], scale: str | None = None, *,
+                  train: dict[str, Any] | None = None, eval_config: EvalConfig | None = None,
+                  fine_points: int = FINE_POINTS) -> dict[tuple, dict[str, Any]]:
+    """The settings :func:`run_sweep` with these arguments records for each configuration, by
+    :attr:`Config.key`; nothing is trained."""
+    return _plan(grid, scale, train, eval_config, fine_points)[-1]
+
+
+def _plan(grid, scale, train, eval_config, fine_points):
+    """The configurations, scale, evaluation, training settings by key and record settings by key."""
+    configs, scale, train, ev = _resolve_grid(grid, scale, train, eval_config)
+    validate.positive_int(fine_points, "fine_points")
+    train_configs = {c.key: TrainConfig.preset(scale, **train, seed=c.seed) for c in configs}
+    wanted = {c.key: settings(c, scale, train_configs[c.key], ev, fine_points) for c in configs}
+    return configs, scale, ev, train_configs, wanted
 
 
 def _compute(todo, scale, train_configs, ev, fine_points, device, scheduler, n_workers, out,
