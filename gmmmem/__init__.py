@@ -1,28 +1,44 @@
 """gmmmem: the laboratory of "On the Edge of Memorization in Diffusion Models".
 
-Modules
--------
-diffusion    the variance-preserving schedule alpha_t, sigma_t and the time grid
-mixtures     isotropic Gaussian mixtures and their exact posterior-mean denoisers
-templates    coloured templates (image-like, low-rank data) and their exact denoiser
-losses       Monte Carlo denoising losses, the closed forms of Theorems 3.1/3.2, where they cross
-train        gradient training of mixture denoisers, all model sizes at once
-train_templates  gradient training of coloured-template mixtures
-sampling     the DDIM (and DDPM) sampler
-metrics      the memorization ratio and where learned means sit
-experiments  the phase-transition experiment (Figure 2) and its results
-results      typed parts of the results (reference losses, loss history); their JSON files
-sweep        phase transitions over a grid of configurations, on Dask
-weights      the solvers that fit the time weights lambda_t
-predictors   predictors of the transition (closed form, finite size, Monte Carlo, baselines)
-heldout      held-out evaluation of the predictors
-predict      the predicted memorization threshold of a configuration, before training
-data_size    the transition along the other axis: fixed model size, growing training set
-null_model   the singleton-cell null model of the partially memorizing start
-networks     a time-conditioned MLP denoiser trained like the mixtures; the width sweep
-provenance   what a result file records about how it was made
-config       the scale (ci / default / paper) a chapter or command runs at
-device       the torch device computations run on
+The package is flat. Its modules, grouped by what they do:
+
+Shared core
+    diffusion      the variance-preserving schedule alpha_t, sigma_t and the 26-time grid
+    sampling       the DDIM (and DDPM) sampler
+    metrics        the memorization ratio and where learned means sit
+    train          the training loop shared by every model (loss, Adam, schedule, checkpoints),
+                   and the isotropic mixtures' state and gradient, all model sizes at once
+    train_many     the same for several configurations (d, N, seed) in one batched step
+    results        typed parts of a result (reference losses, loss history); its JSON file
+    presets        every training recipe, evaluation setting and grid, in one place
+    provenance, files, validate, device, config
+                   what a result records; atomic files; argument checks; torch devices;
+                   the scale (ci / default / paper) a chapter or command runs at
+
+Model families (denoiser, trainable state, gradient)
+    mixtures       isotropic Gaussian mixtures and their exact posterior-mean denoiser
+                   (trained by train)
+    templates      coloured templates (image-like, low-rank data) and their exact denoiser
+    train_templates   the template mixtures' state and hand-written gradient
+    networks       a time-conditioned MLP denoiser, trained by the same loop
+
+Theory (no training)
+    losses         Monte Carlo losses, Theorems 3.1/3.2, the finite-size losses, the crossover
+    weights        the simplex least squares that fit the time weights lambda_t
+    predictors     predictors of M_pt/N (closed form, Monte Carlo, finite size, baselines)
+    heldout        held-out evaluation of any predictor (random and grouped splits)
+    predict        the predicted memorization threshold of a configuration, before training
+    null_model     the singleton-cell null model of the partially memorizing start
+    convergence    the gradient on the log variance at the start (why training is slow)
+
+Experiments (train, measure, save)
+    experiments    the phase transition of one configuration (Figure 2; Figure 6 on templates)
+    sweep          phase transitions over a grid (Figure 3): two-stage search, on Dask or batched
+    width_sweep    MLP denoisers of growing width (chapter 7)
+    data_size      fixed model size, growing training set (chapter 9)
+    agreement      whether two runs of one configuration agree within sampling noise
+
+The book's helpers: report (claims and tables), plots. The command line: ``python -m gmmmem``.
 """
 
 __version__ = "0.1.0"

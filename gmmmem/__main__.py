@@ -79,7 +79,7 @@ def experiment(args: argparse.Namespace) -> tuple[Callable, Callable, dict[str, 
             snapshots=args.snapshots or (), **common,
             config=template_config(args.scale, seed=args.seed, **_overrides(args)))
     if args.command == "width-sweep":
-        from .networks import width_config, width_sweep, width_sweep_settings
+        from .width_sweep import width_config, width_sweep, width_sweep_settings
 
         return width_sweep, width_sweep_settings, dict(
             d=args.d, K=args.K, N=args.N, widths=args.widths, **common,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -468,14 +467,10 @@ def phase_transition_settings(
     ``train_seconds``), the arguments checked; nothing is trained."""
     if start not in STARTS:
         raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
-    d, K, N = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("N", N)))
-    seed = validate.seed(seed)
-    if N < 2:
-        raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
-    if not 0.0 < float(var) < math.inf:
-        raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
+    d, K, N = validate.integer(d, "d"), validate.integer(K, "K"), validate.training_set(N)
+    seed, var = validate.seed(seed), validate.data_variance(var)
     check_scale(scale)
-    settings = {"experiment": "phase_transition", "d": d, "K": K, "N": N, "var": float(var),
+    settings = {"experiment": "phase_transition", "d": d, "K": K, "N": N, "var": var,
                 "seed": seed, "scale": scale}
     if start != "pmem":
         settings["start"] = start
@@ -610,11 +605,8 @@ def template_settings(
 ) -> dict[str, Any]:
     """The settings :func:`phase_transition_templates` records for these arguments (all but the
     measured ``train_seconds``), the arguments checked; nothing is trained."""
-    K, N, size = (validate.integer(value, name)
-                  for name, value in (("K", K), ("N", N), ("size", size)))
+    K, N, size = validate.integer(K, "K"), validate.training_set(N), validate.integer(size, "size")
     seed = validate.seed(seed)
-    if N < 2:
-        raise ValueError(f"N must be >= 2 (the memorization criterion needs two training points), got {N}")
     check_scale(scale)
     settings = {"experiment": "phase_transition_templates", "K": K, "N": N, "size": size,
                 "color_var": 1.0, "template_source": "digits", "seed": seed, "scale": scale}

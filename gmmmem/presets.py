@@ -4,7 +4,7 @@ sizes, the template and MLP variants, and the grids of configurations.
 Plain values, each a few commented overrides (as nanoGPT's config files); the modules turn them
 into their dataclasses: :data:`gmmmem.train.PRESETS` (``TrainConfig``),
 :data:`gmmmem.experiments.EVAL_PRESETS` (``EvalConfig``), :func:`gmmmem.experiments.template_config`,
-:func:`gmmmem.networks.width_config` and :data:`gmmmem.sweep.GRIDS`. A committed result records
+:func:`gmmmem.width_sweep.width_config` and :data:`gmmmem.sweep.GRIDS`. A committed result records
 the settings it was made with, so changing a value here changes what a rerun makes, not what the
 book reads.
 """

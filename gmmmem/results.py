@@ -1,7 +1,7 @@
 """Typed pieces of the result files, and the one place where results become JSON and back.
 
 A result (:class:`gmmmem.experiments.PhaseTransitionResult`,
-:class:`gmmmem.experiments.TemplateTransitionResult`, :class:`gmmmem.networks.WidthSweepResult`,
+:class:`gmmmem.experiments.TemplateTransitionResult`, :class:`gmmmem.width_sweep.WidthSweepResult`,
 :class:`gmmmem.data_size.DataSizeResult`) holds NumPy arrays and the records below in memory;
 :func:`save` writes it as JSON (arrays as nested lists, records as objects, empty parts left
 out) and each result's ``load`` reads the file back through :func:`read` and the records'

@@ -103,3 +103,18 @@ def integer(n: Any, name: str, low: int = 1) -> int:
 def seed(value: Any, name: str = "seed") -> int:
     """A random seed: an integer >= 0."""
     return integer(value, name, low=0)
+
+
+def training_set(N: Any, name: str = "N") -> int:
+    """A training-set size: an integer >= 2 (the memorization criterion needs two points)."""
+    N = integer(N, name)
+    if N < 2:
+        raise ValueError(f"{name} must be >= 2 (the memorization criterion needs two training points), got {N}")
+    return N
+
+
+def data_variance(var: Any, name: str = "var") -> float:
+    """The true mixture's variance s_star^2: a finite float > 0."""
+    if not 0.0 < float(var) < math.inf:
+        raise ValueError(f"{name} (the data variance) must be finite and > 0, got {var}")
+    return float(var)

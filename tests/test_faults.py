@@ -23,7 +23,7 @@ from gmmmem.data_size import DataSizeResult, data_size, stop_memorizing, stop_st
 from gmmmem.device import resolve
 from gmmmem.experiments import (EvalConfig, PhaseTransitionResult, midpoint, midpoint_status,
                                 phase_transition, phase_transition_templates)
-from gmmmem.networks import width_sweep
+from gmmmem.width_sweep import width_sweep
 from gmmmem.predict import load_weights
 from gmmmem.sweep import Config, merge, run_config, run_sweep, summary
 from gmmmem.train import DivergenceError, TrainConfig, train_gmm

@@ -7,19 +7,18 @@ import torch
 
 from gmmmem import networks, results
 from gmmmem.diffusion import time_grid
-from gmmmem.experiments import EvalConfig
+from gmmmem.experiments import EvalConfig, make_data
 from gmmmem.networks import (
     MLPDenoisers,
-    WidthSweepResult,
     init_params,
     mlp_denoise,
     num_params,
     predict_noise,
     time_embedding,
     train_mlp,
-    width_sweep,
 )
 from gmmmem.train import TrainConfig
+from gmmmem.width_sweep import WidthSweepResult, _sample_ratios, width_config, width_sweep
 
 F64 = torch.float64
 
@@ -256,19 +255,19 @@ def test_width_sweep_snapshots_measure_the_networks_of_those_steps(tmp_path):
     assert snap.steps.tolist() == [10, 40] and snap.var is None
     assert np.array_equal(snap.memorization_ratio[1], r.memorization_ratio)
     assert np.array_equal(snap.nearest_ratio_median[1], r.nearest_ratio_median)
-    early = networks.train_mlp(networks.make_data(4, 2, 10, 0, torch.device("cpu"))[1], [4, 8],
+    early = networks.train_mlp(make_data(4, 2, 10, 0, torch.device("cpu"))[1], [4, 8],
                                dataclasses.replace(c), "cpu", emb_dim=4, progress=False, snapshots=[10])
     ten = early.snapshots[10]
     assert ten.loss_history.shape == (10, 2)
     assert not torch.equal(ten.params[1][0], early.params[1][0])  # the step-10 networks differ
-    ratio, median = networks._sample_ratios(ten, networks.make_data(4, 2, 10, 0, torch.device("cpu"))[1], ev, 0)
+    ratio, median = _sample_ratios(ten, make_data(4, 2, 10, 0, torch.device("cpu"))[1], ev, 0)
     assert snap.memorization_ratio[0].tolist() == ratio and snap.nearest_ratio_median[0].tolist() == median
 
 
 def test_width_config_is_the_committed_recipe():
-    c = networks.width_config("default", seed=3)
+    c = width_config("default", seed=3)
     assert (c.peak_lr, c.final_lr, c.num_draws, c.steps, c.seed) == (3e-4, 3e-7, 2, 30_000, 3)
-    assert networks.width_config("paper") == TrainConfig.preset("paper")
+    assert width_config("paper") == TrainConfig.preset("paper")
 
 
 def test_width_sweep_command_line(tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 from gmmmem import config, metrics, results
 from gmmmem.data_size import DataSizeResult
 from gmmmem.experiments import PhaseTransitionResult, TemplateTransitionResult
-from gmmmem.networks import WidthSweepResult
+from gmmmem.width_sweep import WidthSweepResult
 from gmmmem.train import TrainConfig
 
 DATA = config.data_dir()
