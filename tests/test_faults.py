@@ -472,7 +472,7 @@ def test_a_killed_phase_transition_resumes_to_the_same_result(command, tmp_path,
 
 def test_a_killed_data_size_run_resumes_to_the_same_result(tmp_path, one_thread, monkeypatch):
     out = tmp_path / "ds.json"
-    reference = data_size(4, 2, 3, [6, 8], 1.0, 0, "ci", "cpu", config=KILLED, progress=False)
+    reference = data_size(4, 2, 3, [6, 8], "ci", 0, "cpu", config=KILLED, progress=False)
     argv = ["data-size", "--d", "4", "--K", "2", "--M", "3", "--N", "6", "8", "--scale", "ci",
             "--steps", str(KILLED.steps), "--checkpoint-every", "50", "--device", "cpu",
             "--no-progress", "--out", str(out)]
