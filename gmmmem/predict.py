@@ -6,7 +6,8 @@ The prediction is chapter 4's closed-form crossover (Theorems 3.1/3.2 with :math
 
 with the time weights :math:`w` (non-negative, summing to one) fitted once on the committed
 sweep (:func:`fit_weights`, across all its data variances: the setting in which it beats a
-constant predictor on held-out configurations) and stored as JSON (:func:`write_weights`, ``data/weights/default.json``).
+constant predictor on held-out configurations) and stored as JSON (:func:`write_weights`, ``data/weights/default.json``;
+read back as a :class:`FittedWeights` by :func:`load_weights`).
 It depends on the configuration through the training-set size :math:`N` and the data variance
 :math:`s_\star^2` only; the dimension :math:`d` and the number of clusters :math:`K` enter
 only through the range check (:class:`RangeWarning`).

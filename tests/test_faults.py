@@ -92,10 +92,10 @@ def test_fit_weights_never_replaces_the_committed_weights_unasked(committed, tmp
     assert weights.read_bytes() == before
     assert _exit_code(["fit-weights", "--sweep", str(small), "--out", str(tmp_path / "w.json")],
                       capsys)[0] == 0
-    assert json.loads((tmp_path / "w.json").read_text())["fit"]["n_configs"] == 3
+    assert load_weights(tmp_path / "w.json").fit.n_configs == 3
     assert weights.read_bytes() == before
     assert _exit_code(["fit-weights", "--sweep", str(small), "--force"], capsys)[0] == 0
-    assert json.loads(weights.read_text())["fit"]["n_configs"] == 3
+    assert load_weights(weights).fit.n_configs == 3
 
 
 # ------------------------------------------------------------------ 2, 5. output paths
