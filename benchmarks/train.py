@@ -46,7 +46,8 @@ import time
 
 import torch
 
-from gmmmem import provenance, train
+from gmmmem import train
+from gmmmem.benchmark import write_train_benchmark
 from gmmmem.device import resolve, single_threaded
 from gmmmem.experiments import EVAL_PRESETS, _model_sizes, make_data, measure_phase_transition
 from gmmmem.sweep import GRIDS
@@ -289,9 +290,7 @@ def main() -> None:
             settings["configs"] = SOME_CONFIGS
         if "grid" in args.measure:
             settings.update(recipe=args.recipe, overheads=args.overheads)
-        payload = {"figures": figures,
-                   "provenance": provenance.record(settings, dev, time.perf_counter() - began)}
-        provenance.write_json_atomic(args.out, payload)
+        payload = write_train_benchmark(args.out, figures, settings, dev, time.perf_counter() - began)
         print(json.dumps(payload["provenance"], indent=1))
 
 

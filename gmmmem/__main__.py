@@ -175,11 +175,11 @@ def _fit_weights(args: argparse.Namespace) -> None:
     from .predict import default_weights, write_weights
 
     fitted = write_weights(args.sweep, args.out, force=args.force)
-    ev = fitted["held_out"]["random 75/25"]
-    print(f"{fitted['predictor']}: fitted on {fitted['fit']['n_configs']} configurations, "
-          f"training MSE {fitted['fit']['train_mse']:.2e}, held-out MSE (random 75/25) "
-          f"{ev['closed form']['test_mse_mean']:.2e} (constant baseline "
-          f"{ev['constant (baseline)']['test_mse_mean']:.2e})")
+    ev = fitted.held_out["random 75/25"]
+    print(f"{fitted.predictor}: fitted on {fitted.fit.n_configs} configurations, "
+          f"training MSE {fitted.fit.train_mse:.2e}, held-out MSE (random 75/25) "
+          f"{ev['closed form'].test_mse_mean:.2e} (constant baseline "
+          f"{ev['constant (baseline)'].test_mse_mean:.2e})")
     print(f"wrote {args.out or default_weights()}")
 
 
@@ -223,9 +223,9 @@ def _predict_check(args: argparse.Namespace) -> None:
                                   seed=args.seed)
     except (SweepError, ConnectionError) as err:
         sys.exit(f"error: {err}")
-    for p, r in zip(made["predictions"], records):
-        print(f"d = {p['d']}, K = {p['K']}, N = {p['N']}, variance {p['var']:g}: predicted M* = "
-              f"{p['M_star']:.1f}, measured M_pt = "
+    for p, r in zip(made.predictions, records):
+        print(f"d = {p.d}, K = {p.K}, N = {p.N}, variance {p.var:g}: predicted M* = "
+              f"{p.M_star:.1f}, measured M_pt = "
               + (f"{r['midpoint']:.1f}" if r["midpoint"] is not None else "none"))
     print(f"wrote {Path(args.out) / 'predictions.json'} and {Path(args.out) / 'measured.jsonl'}")
 

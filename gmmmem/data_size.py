@@ -158,12 +158,12 @@ def data_size_settings(
     K: int,
     M: int,
     training_sizes: Sequence[int],
-    var: float = 1.0,
-    seed: int = 0,
     scale: str = "default",
+    seed: int = 0,
     *,
     config: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
+    var: float = 1.0,
 ) -> dict[str, Any]:
     """The settings :func:`data_size` records for these arguments, the arguments checked;
     nothing is trained."""
@@ -198,9 +198,8 @@ def data_size(
     K: int,
     M: int,
     training_sizes: Sequence[int],
-    var: float = 1.0,
-    seed: int = 0,
     scale: str = "default",
+    seed: int = 0,
     device: str | torch.device | None = None,
     *,
     config: TrainConfig | None = None,
@@ -208,6 +207,7 @@ def data_size(
     progress: bool | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
+    var: float = 1.0,
 ) -> DataSizeResult:
     """Train one model of size ``M`` per training-set size N in ``training_sizes`` and measure.
 
@@ -218,8 +218,8 @@ def data_size(
     (:func:`gmmmem.train.train_gmm`), so a rerun of an interrupted call resumes where it
     stopped and ends exactly as an uninterrupted one; the caller removes the folder.
     """
-    settings = data_size_settings(d, K, M, training_sizes, var, seed, scale, config=config,
-                                  eval_config=eval_config)
+    settings = data_size_settings(d, K, M, training_sizes, scale, seed, config=config,
+                                  eval_config=eval_config, var=var)
     d, K, M, var, seed, Ns = (settings[k] for k in ("d", "K", "M", "var", "seed", "training_sizes"))
     config, ev = TrainConfig(**settings["train_config"]), EvalConfig(**settings["eval_config"])
     dev = resolve(device)

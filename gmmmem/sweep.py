@@ -590,6 +590,11 @@ class SweepTable:
         return EvalConfig(**self._shared("eval_config"))
 
     @property
+    def train_seed(self) -> np.ndarray:
+        """The training seed of each configuration (its recorded ``train_config.seed``) (C,)."""
+        return np.array([r["settings"]["train_config"]["seed"] for r in self.records], dtype=int)
+
+    @property
     def wall_seconds(self) -> np.ndarray:
         """Wall time of each configuration, from its provenance (C,)."""
         return np.array([r["provenance"]["wall_seconds"] for r in self.records], dtype=float)

@@ -22,6 +22,7 @@ import torch
 
 from gmmmem import losses, provenance
 from gmmmem.config import COMMAND_VARIABLE
+from gmmmem.finite_size import CheckRow
 
 SEED = 0
 FRACTIONS = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
@@ -75,10 +76,10 @@ def main(argv: list[str] | None = None) -> None:
                                                        torch.Generator().manual_seed(SEED))
         t1 = time.perf_counter()
         formula = losses.expected_nearest_memorized_excess(d, K, var, M, N)
-        rows.append({"d": d, "K": K, "N": N, "var": var, "M": M, "num_sets": SETS[N],
-                     "mc_mean": mean.tolist(), "mc_stderr": err.tolist(), "formula": formula.tolist(),
-                     "mc_seconds": round(t1 - t0, 2),
-                     "formula_seconds": round(time.perf_counter() - t1, 3)})
+        rows.append(CheckRow(d=d, K=K, N=N, var=var, M=np.array(M), num_sets=SETS[N],
+                             mc_mean=np.asarray(mean), mc_stderr=np.asarray(err), formula=np.asarray(formula),
+                             mc_seconds=round(t1 - t0, 2),
+                             formula_seconds=round(time.perf_counter() - t1, 3)).to_dict())
         rel = (formula - mean) / mean
         print(d, K, N, var, f"{t1 - t0:.1f}s", f"max |rel| {np.abs(rel).max():.4f}",
               f"max |z| {np.abs((formula - mean) / err).max():.1f}", flush=True)

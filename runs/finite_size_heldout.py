@@ -21,6 +21,7 @@ import torch
 
 from gmmmem import config, diffusion, provenance
 from gmmmem.config import COMMAND_VARIABLE
+from gmmmem.finite_size import FitOnAll, evaluation_dict
 from gmmmem.heldout import group_splits, heldout, random_splits
 from gmmmem.predictors import ClosedForm, FiniteSize, MonteCarlo
 from gmmmem.sweep import SweepTable
@@ -64,15 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     out = {}
     for name, predictor, rows in predictors:
         everything = predictor.fit(rows)
-        row = {"all": {"train_mse": everything.train_mse, "effective_dof": everything.effective_dof,
-                       "predictions": everything.predict(rows).tolist(),
-                       "weights": everything.weights.tolist()}}
+        row = {"all": FitOnAll(train_mse=everything.train_mse, effective_dof=everything.effective_dof,
+                               predictions=everything.predict(rows),
+                               weights=everything.weights).to_dict()}
         for split_name, masks in splits.items():
             ev = heldout(predictor, rows, masks)
-            row[split_name] = {"n_splits": ev.n_splits, "train_mse": ev.train_mse.tolist(),
-                               "test_mse": ev.test_mse.tolist(), "train_mse_mean": ev.train_mse_mean,
-                               "train_mse_std": ev.train_mse_std, "test_mse_mean": ev.test_mse_mean,
-                               "test_mse_std": ev.test_mse_std}
+            row[split_name] = evaluation_dict(ev)
             print(f"{name} | {split_name} | {ev.train_mse_mean:.2e} | "
                   f"{ev.test_mse_mean:.2e} ± {ev.test_mse_std:.1e}", flush=True)
         out[name] = row

@@ -92,10 +92,10 @@ def test_fit_weights_never_replaces_the_committed_weights_unasked(committed, tmp
     assert weights.read_bytes() == before
     assert _exit_code(["fit-weights", "--sweep", str(small), "--out", str(tmp_path / "w.json")],
                       capsys)[0] == 0
-    assert json.loads((tmp_path / "w.json").read_text())["fit"]["n_configs"] == 3
+    assert load_weights(tmp_path / "w.json").fit.n_configs == 3
     assert weights.read_bytes() == before
     assert _exit_code(["fit-weights", "--sweep", str(small), "--force"], capsys)[0] == 0
-    assert json.loads(weights.read_text())["fit"]["n_configs"] == 3
+    assert load_weights(weights).fit.n_configs == 3
 
 
 # ------------------------------------------------------------------ 2, 5. output paths
@@ -472,7 +472,7 @@ def test_a_killed_phase_transition_resumes_to_the_same_result(command, tmp_path,
 
 def test_a_killed_data_size_run_resumes_to_the_same_result(tmp_path, one_thread, monkeypatch):
     out = tmp_path / "ds.json"
-    reference = data_size(4, 2, 3, [6, 8], 1.0, 0, "ci", "cpu", config=KILLED, progress=False)
+    reference = data_size(4, 2, 3, [6, 8], "ci", 0, "cpu", config=KILLED, progress=False)
     argv = ["data-size", "--d", "4", "--K", "2", "--M", "3", "--N", "6", "8", "--scale", "ci",
             "--steps", str(KILLED.steps), "--checkpoint-every", "50", "--device", "cpu",
             "--no-progress", "--out", str(out)]

@@ -34,16 +34,17 @@ def _table(N, var, mid, start, end, t):
 
 def test_committed_weights_name_their_sweep_and_lie_on_the_simplex(committed):
     """(That ``fit-weights`` remakes them: tests/test_data_readme.py, from the recorded command.)"""
-    records = load_sweep(P.default_sweep())
-    assert committed["fit"]["n_configs"] == len(records)
-    w = np.array(committed["weights"])
+    table = SweepTable.load(P.default_sweep())
+    assert committed.fit.n_configs == len(table) == len(committed.configs)
+    assert committed.configs.measured == pytest.approx(table.measured, rel=1e-12)
+    w = committed.weights
     assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
 
 
 def test_prediction_against_an_independent_computation(committed):
-    t = np.array(committed["times"])
-    w = np.array(committed["weights"]) / np.sum(committed["weights"])
-    records = load_sweep(P.default_sweep())
+    t = np.array(committed.times)
+    w = np.array(committed.weights) / np.sum(committed.weights)
+    records = load_sweep(P.default_sweep())  # the raw records: independent of SweepTable
     mid = np.array([r["midpoint"] for r in records])
     start = np.median([(r["start"] - m) / r["config"]["N"] for r, m in zip(records, mid)])
     end = np.median([(r["end"] - m) / r["config"]["N"] for r, m in zip(records, mid)])
@@ -73,15 +74,16 @@ def test_fit_on_synthetic_transitions_recovers_them():
     mid = crossover(*closed_form_losses(t, var), true_w)
     table = _table(N, var, mid, np.round((mid - 0.1) * N), np.round((mid + 0.15) * N), t)
     out = P.fit_weights(table)
-    ev = {name: {k: v["test_mse_mean"] for k, v in e.items()} for name, e in out["held_out"].items()}
+    ev = {name: {k: v.test_mse_mean for k, v in e.items()} for name, e in out.held_out.items()}
     assert ev["random 75/25"]["closed form"] < 1e-12 < 1e-4 < ev["random 75/25"]["constant (baseline)"]
     assert ev["leave one N out"]["closed form"] < 1e-6 < 1e-4 < ev["leave one N out"]["constant (baseline)"]
     # Fitted at one variance the closed form has one degree of freedom: it cannot extrapolate.
     assert ev["fit on variance 1"]["closed form"] > 0.1 * ev["fit on variance 1"]["constant (baseline)"]
-    assert out["fit"]["train_mse"] < 1e-12
-    assert out["width"]["start_offset"] == pytest.approx(-0.1, abs=0.02)
-    assert out["width"]["end_offset"] == pytest.approx(0.15, abs=0.02)
-    assert out["fitted_range"]["var"] == [0.25, 4.0] and out["fitted_range"]["N"] == [40, 120]
+    assert out.fit.train_mse < 1e-12 and out.provenance is None
+    assert out.start_offset == pytest.approx(-0.1, abs=0.02)
+    assert out.end_offset == pytest.approx(0.15, abs=0.02)
+    assert out.fitted_range["var"] == (0.25, 4.0) and out.fitted_range["N"] == (40, 120)
+    assert out.configs.measured == pytest.approx(mid, rel=1e-12) and out.configs.N.tolist() == N.tolist()
     incomplete = dataclasses.replace(table, start=np.where(np.arange(24) == 3, np.nan, table.start))
     with pytest.raises(ValueError, match="complete transition"):
         P.fit_weights(incomplete)
@@ -113,8 +115,55 @@ def test_missing_or_wrong_weights_file(tmp_path):
     with pytest.raises(ValueError, match="fit-weights"):
         P.predict(30, 3, 50, fitted=tmp_path / "absent.json")
     (tmp_path / "bad.json").write_text(json.dumps({"weights": [1.0]}))
-    with pytest.raises(ValueError, match="not a fitted-weights file"):
+    with pytest.raises(ValueError, match="not a fitted-weights file: missing"):
         P.load_weights(tmp_path / "bad.json")
+    broken = json.loads(P.default_weights().read_text())
+    broken["weights"] = broken["weights"][:-1]
+    (tmp_path / "short.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="short.json is not a fitted-weights file: malformed"):
+        P.load_weights(tmp_path / "short.json")
+    with pytest.raises(ValueError, match="not a fitted-weights file"):  # another committed file
+        P.load_weights(ROOT / "data" / "predict_check" / "predictions.json")
+
+
+def test_committed_weights_load_typed(committed):
+    assert isinstance(committed, P.FittedWeights) and committed.provenance["settings"]["experiment"] == "fit_weights"
+    assert committed.times.shape == committed.weights.shape == (26,) and committed.times.dtype == float
+    assert isinstance(committed.fit, P.FitSummary) and committed.fit.n_configs == 14
+    summary = committed.held_out["random 75/25"]["closed form"]
+    assert isinstance(summary, P.HeldOutSummary) and summary.n_splits == committed.random_splits == 40
+    assert committed.start_offset < 0 < committed.end_offset
+    assert committed.start_over_N.shape == committed.end_over_N.shape == (14,)
+    assert set(committed.fitted_range) == set(P.RANGE_PARAMETERS)
+    assert committed.configs.d.dtype.kind == "i" and committed.configs.var.dtype == float
+    assert len(committed.configs) == 14 and committed.configs.fitted.shape == (14,)
+
+
+def test_committed_predictions_load_typed(committed):
+    made = P.load_predictions(ROOT / "data" / "predict_check" / "predictions.json")
+    assert made.configs == P.CHECK_CONFIGS
+    assert all(isinstance(p, P.Prediction) and isinstance(p.warnings, tuple) for p in made.predictions)
+    assert [(p.d, p.K, p.N, p.var) for p in made.predictions] == list(P.CHECK_CONFIGS)
+    assert made.weights == "default.json" and len(made.weights_sha256) == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", P.RangeWarning)
+        today = P.predict(*P.CHECK_CONFIGS[1], committed)
+    assert made.predictions[1].M_star == pytest.approx(today.M_star, rel=1e-9)
+    assert made.predictions[1].warnings == today.warnings
+
+
+def test_a_wrong_predictions_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match="no predictions file"):
+        P.load_predictions(tmp_path / "absent.json")
+    with pytest.raises(ValueError, match="is not a predictions file"):
+        P.load_predictions(P.default_weights())
+    payload = json.loads((ROOT / "data" / "predict_check" / "predictions.json").read_text())
+    del payload["predictions"][0]["M_star"]
+    (tmp_path / "p.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="p.json is not a predictions file: malformed .*not a prediction"):
+        P.load_predictions(tmp_path / "p.json")
+    with pytest.raises(ValueError, match="not a prediction"):
+        P.Prediction.from_dict([1, 2])
 
 
 def _cli(*args):
@@ -179,12 +228,12 @@ def test_run_check_predicts_before_it_trains(tmp_path, monkeypatch):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster:
         payload, records = P.run_check(tmp_path, configs, scheduler=cluster.scheduler_address, **tiny)
-        date = payload["provenance"]["date"]
+        date = payload.provenance["date"]
         again, _ = P.run_check(tmp_path, configs, scheduler=cluster.scheduler_address, **tiny)
     assert [s[1] for s in seen] == [True, True]  # predicted first; the rerun trains nothing
-    assert again["provenance"]["date"] == date
+    assert again.provenance["date"] == date
     assert [(r["config"]["d"], r["config"]["N"], r["config"]["var"]) for r in records] == \
         [(4, 10, 1.0), (3, 12, 0.5)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", P.RangeWarning)
-        assert payload["predictions"][1] == P.predict(3, 2, 12, 0.5).to_dict()
+        assert payload.predictions[1] == P.predict(3, 2, 12, 0.5)

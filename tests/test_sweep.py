@@ -411,3 +411,13 @@ def test_table_matches_the_records_looked_up_by_size():
     bad = [dict(recs[0]), dict(recs[1], times=recs[1]["times"][:-1])]
     with pytest.raises(ValueError, match="time grid"):
         sweep.SweepTable.from_records(bad)
+
+
+def test_table_training_seeds_are_the_recorded_ones():
+    """train_seed: each row's recorded training seed (the sweep trains with the data's seed)."""
+    recs = load_sweep(ROOT / "data" / "sweeps" / "paper_seeds.jsonl")
+    a = sweep.SweepTable.from_records(recs)
+    assert a.train_seed.dtype.kind == "i" and a.train_seed.shape == (len(recs),)
+    assert a.train_seed.tolist() == [r["settings"]["train_config"]["seed"] for r in recs] == a.seed.tolist()
+    assert set(a.seed.tolist()) == {1, 2}
+    assert a.rows([2, 0]).train_seed.tolist() == [a.train_seed[2], a.train_seed[0]]
