@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from gmmmem import provenance
+from gmmmem import files, provenance
 from gmmmem.device import single_threaded
 from gmmmem.experiments import make_template_data, template_config
 from gmmmem.templates import posterior_mean
@@ -98,7 +98,7 @@ def main() -> None:
               f"hand-written with two threads {1e3 * two['cpu']:.1f} / {1e3 * two['wall']:.1f}")
     settings = {"benchmark": "train_templates", "repeats": args.repeats}
     record = provenance.record(settings, torch.device("cpu"), time.perf_counter() - began)
-    provenance.write_json_atomic(args.out, {"figures": figures, "provenance": record})
+    files.write_json(args.out, {"figures": figures, "provenance": record})
 
 
 if __name__ == "__main__":

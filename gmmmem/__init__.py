@@ -28,6 +28,7 @@ Theory (no training)
     predictors     predictors of M_pt/N (closed form, Monte Carlo, finite size, baselines)
     heldout        held-out evaluation of any predictor (random and grouped splits)
     predict        the predicted memorization threshold of a configuration, before training
+    finite_size    the committed finite-size check and held-out evaluations (chapter 6), typed
     null_model     the singleton-cell null model of the partially memorizing start
     convergence    the gradient on the log variance at the start (why training is slow)
 
@@ -37,6 +38,7 @@ Experiments (train, measure, save)
     width_sweep    MLP denoisers of growing width (chapter 7)
     data_size      fixed model size, growing training set (chapter 9)
     agreement      whether two runs of one configuration agree within sampling noise
+    benchmark      the trainers' speed files (benchmarks/train.py), typed
 
 The book's helpers: report (claims and tables), plots. The command line: ``python -m gmmmem``.
 """

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import provenance
+from . import files, provenance
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +47,7 @@ def write_train_benchmark(path: str | Path, figures: dict[str, float], settings:
     if settings.get("benchmark") != "train":
         raise ValueError(f"settings must name the benchmark 'train', got {settings.get('benchmark')!r}")
     payload = {"figures": figures, "provenance": provenance.record(settings, device, seconds)}
-    provenance.write_json_atomic(path, payload)
+    files.write_json(path, payload)
     return payload
 
 

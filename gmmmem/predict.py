@@ -170,7 +170,7 @@ def write_weights(sweep: str | Path | None = None, out: str | Path | None = None
     }
     payload["provenance"] = provenance.record(settings, torch.device("cpu"),
                                               time.perf_counter() - began)
-    provenance.write_json_atomic(out, payload)
+    files.write_json(out, payload)
     return FittedWeights.from_dict(payload, out)
 
 
@@ -418,7 +418,7 @@ def run_check(out_dir: str | Path, configs: Sequence[tuple[int, int, int, float]
     """
     import torch
 
-    from . import provenance
+    from . import files, provenance
     from .sweep import run_sweep
 
     out_dir = Path(out_dir)
@@ -431,7 +431,7 @@ def run_check(out_dir: str | Path, configs: Sequence[tuple[int, int, int, float]
     settings = check_settings(configs, path)
     target = out_dir / "predictions.json"
     if not target.is_file() or load_predictions(target).settings != settings:
-        provenance.write_json_atomic(target, {
+        files.write_json(target, {
             "predictions": predictions,
             "provenance": provenance.record(settings, torch.device("cpu"), time.perf_counter() - began)})
     records = run_sweep(check_grid(configs, seed), out_dir / "measured.jsonl", scale, scheduler, n_workers,

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import __version__, files
+from . import __version__
 from .config import COMMAND_VARIABLE
 
 
@@ -84,8 +84,3 @@ def upgraded(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(train, dict) and "adam_beta2" not in train:
         out["train_config"] = {**train, "adam_beta2": 0.999}
     return out
-
-
-def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as JSON to ``path`` atomically and durably (:func:`gmmmem.files.write_json`)."""
-    return files.write_json(path, payload)

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from gmmmem import losses, provenance
+from gmmmem import files, losses, provenance
 from gmmmem.config import COMMAND_VARIABLE
 from gmmmem.finite_size import CheckRow
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         print(d, K, N, var, f"{t1 - t0:.1f}s", f"max |rel| {np.abs(rel).max():.4f}",
               f"max |z| {np.abs((formula - mean) / err).max():.1f}", flush=True)
     record = provenance.record(settings(args), torch.device("cpu"), time.perf_counter() - began)
-    provenance.write_json_atomic(args.out, {"provenance": record, "rows": rows})
+    files.write_json(args.out, {"provenance": record, "rows": rows})
 
 
 if __name__ == "__main__":

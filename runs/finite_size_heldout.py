@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from gmmmem import config, diffusion, provenance
+from gmmmem import config, diffusion, files, provenance
 from gmmmem.config import COMMAND_VARIABLE
 from gmmmem.finite_size import FitOnAll, evaluation_dict
 from gmmmem.heldout import group_splits, heldout, random_splits
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{ev.test_mse_mean:.2e} ± {ev.test_mse_std:.1e}", flush=True)
         out[name] = row
     record = provenance.record(settings(args), torch.device("cpu"), time.perf_counter() - began)
-    provenance.write_json_atomic(args.out, {"provenance": record, "measured": table.measured.tolist(),
+    files.write_json(args.out, {"provenance": record, "measured": table.measured.tolist(),
                                             "predictors": out})
 
 

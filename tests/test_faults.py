@@ -17,7 +17,7 @@ import torch
 
 import gmmmem.experiments as experiments
 import gmmmem.train as train
-from gmmmem import files, provenance, results
+from gmmmem import files, results
 from gmmmem.__main__ import main
 from gmmmem.data_size import DataSizeResult, data_size, stop_memorizing, stop_status
 from gmmmem.device import resolve
@@ -340,7 +340,7 @@ def test_results_are_readable_by_all_and_written_durably(tmp_path, monkeypatch):
     synced = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
-    path = provenance.write_json_atomic(tmp_path / "r.json", {"a": 1})
+    path = files.write_json(tmp_path / "r.json", {"a": 1})
     assert path.stat().st_mode & 0o777 == 0o644 and json.loads(path.read_text()) == {"a": 1}
     assert len(synced) == 2  # the file, then its folder
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
