@@ -81,3 +81,11 @@ def single_threaded() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def for_training(device: str | torch.device | None) -> torch.device:
+    """:func:`resolve`, with :func:`tune_cpu_allocator` where it is the CPU (every trainer)."""
+    dev = resolve(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
+    return dev

@@ -381,7 +381,7 @@ def _model_sizes(model_sizes: Sequence[int] | None, N: int) -> list[int]:
     """Strictly increasing model sizes in 1..N; by default N/10, 2N/10, ..., N."""
     if model_sizes is None:
         model_sizes = sorted({max(1, round(N * k / 10)) for k in range(1, 11)})
-    sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
+    sizes = validate.model_sizes(model_sizes, N)
     if sorted(set(sizes)) != sizes:
         raise ValueError(f"model_sizes must be strictly increasing, got {list(model_sizes)}")
     return sizes

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from . import validate
-from .device import resolve, tune_cpu_allocator
+from .device import for_training
 from .diffusion import alpha, sigma
 from .train import TrainConfig, checkpoint_key, fit
 
@@ -245,9 +245,7 @@ def train_mlp(
     validate.points(X, "X")
     ws = _widths(widths)
     num_params(X.shape[1], ws[0], depth, emb_dim)  # validates depth and emb_dim
-    dev = resolve(device)
-    if dev.type == "cpu":
-        tune_cpu_allocator()
+    dev = for_training(device)
     X = X.to(dev, dtype)
     model = MLPDenoisers(X.shape[1], ws, depth, emb_dim, config.seed, dtype, dev)
     run = fit(

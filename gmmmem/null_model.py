@@ -105,9 +105,7 @@ G_POINTS = 2001
 
 
 def _sizes(model_sizes: Sequence[int], N: int) -> torch.Tensor:
-    sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
-    if not sizes:
-        raise ValueError("model_sizes is empty")
+    sizes = validate.model_sizes(model_sizes, N)
     return torch.tensor(sizes, dtype=torch.long)
 
 

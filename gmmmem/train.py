@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from . import files, presets, validate
 from .config import check_scale
-from .device import resolve, tune_cpu_allocator
+from .device import for_training
 from .diffusion import time_grid
 from .mixtures import gmm_denoise
 
@@ -645,12 +645,8 @@ def train_gmm(
     """
     validate.points(X, "X")
     N, d = X.shape
-    sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
-    if not sizes:
-        raise ValueError("model_sizes is empty")
-    dev = resolve(device)
-    if dev.type == "cpu":
-        tune_cpu_allocator()
+    sizes = validate.model_sizes(model_sizes, N)
+    dev = for_training(device)
     Mmax = max(sizes)
     X = X.to(dev, dtype)
     if init_means is None:

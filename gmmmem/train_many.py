@@ -40,7 +40,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from . import validate
-from .device import resolve, tune_cpu_allocator
+from .device import for_training
 from .train import (CHUNK_FLOATS, GROUP_OVERHEAD, RowDraws, SizeGroups, TrainConfig,
                     TrainedMixtures, _loss_and_grad, checkpoint_key, fit_draws, padding_bias,
                     pmem_init_order)
@@ -186,16 +186,12 @@ def train_many(
         if dataclasses.replace(cfg, seed=0) != recipe:
             raise ValueError(f"configs[{c}] differs from configs[0] in more than the seed: "
                              "the configurations trained together share one recipe")
-    dev = resolve(device)
-    if dev.type == "cpu":
-        tune_cpu_allocator()
+    dev = for_training(device)
     items, starts, data = [], [], []
     for c, (X, sizes, cfg) in enumerate(zip(Xs, model_sizes, configs)):
         validate.points(X, f"Xs[{c}]")
         N, d = X.shape
-        sizes[:] = [validate.model_size(M, N, f"model size of configuration {c}") for M in sizes]
-        if not sizes:
-            raise ValueError(f"model_sizes[{c}] is empty")
+        sizes[:] = validate.model_sizes(sizes, N, f"model_sizes[{c}]")
         X = X.to(dev, dtype)
         data.append(X)
         starts.append(X[pmem_init_order(N, cfg.seed)[: max(sizes)].to(dev)])

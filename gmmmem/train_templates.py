@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from . import validate
-from .device import resolve, single_threaded, tune_cpu_allocator
+from .device import for_training, single_threaded
 from .templates import lowrank_denoise
 from .train import (CHUNK_FLOATS, GROUP_OVERHEAD, SizeGroups, TrainConfig, checkpoint_key, fit,
                     padding_bias, pmem_init_order)
@@ -275,12 +275,8 @@ def train_templates(
         raise ValueError(f"images must be a tensor of shape (N, 3, h, w), got {got}")
     N, _, h, w = images.shape
     validate.points(images.flatten(1), "images")
-    sizes = [validate.model_size(M, N, "model size") for M in model_sizes]
-    if not sizes:
-        raise ValueError("model_sizes is empty")
-    dev = resolve(device)
-    if dev.type == "cpu":
-        tune_cpu_allocator()
+    sizes = validate.model_sizes(model_sizes, N)
+    dev = for_training(device)
     images = images.to(dev, dtype)
     start = images[pmem_init_order(N, config.seed)[: max(sizes)].to(dev)]
     templates, colors = rank1_factors(start)

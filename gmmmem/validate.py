@@ -118,3 +118,11 @@ def data_variance(var: Any, name: str = "var") -> float:
     if not 0.0 < float(var) < math.inf:
         raise ValueError(f"{name} (the data variance) must be finite and > 0, got {var}")
     return float(var)
+
+
+def model_sizes(sizes: Any, N: int, name: str = "model_sizes") -> list[int]:
+    """A non-empty list of model sizes, each an integer in 1..N (:func:`model_size`)."""
+    checked = [model_size(M, N, f"model size in {name}") for M in sizes]
+    if not checked:
+        raise ValueError(f"{name} is empty")
+    return checked

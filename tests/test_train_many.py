@@ -156,7 +156,7 @@ def test_an_interrupted_batch_resumes_exactly(tmp_path, monkeypatch):
     (lambda Xs, S, C: (Xs, S, C[:2]), "one sizes list and one TrainConfig"),
     (lambda Xs, S, C: ([], [], []), "empty"),
     (lambda Xs, S, C: (Xs, [S[0], [], S[2]], C), r"model_sizes\[1\] is empty"),
-    (lambda Xs, S, C: (Xs, [S[0], [21], S[2]], C), "model size of configuration 1"),
+    (lambda Xs, S, C: (Xs, [S[0], [21], S[2]], C), r"model size in model_sizes\[1\]"),
     (lambda Xs, S, C: (Xs, S, [C[0], TrainConfig(**{**C[1].__dict__, "steps": 31}), C[2]]),
      "more than the seed"),
 ])
