@@ -487,7 +487,7 @@ def check_settings(configs: Sequence[tuple[int, int, int, float]] = CHECK_CONFIG
 
 
 def check_grid(configs: Sequence[tuple[int, int, int, float]] = CHECK_CONFIGS, seed: int = 0) -> list:
-    """The sweep configurations :func:`run_check` trains (:class:`gmmmem.sweep.Config`)."""
-    from .sweep import Config
+    """The sweep configurations :func:`run_check` trains (:class:`gmmmem.sweep.Dataset`)."""
+    from .sweep import Dataset
 
-    return [Config(d, K, N, var, seed) for d, K, N, var in configs]
+    return [Dataset(d, K, N, var, seed) for d, K, N, var in configs]

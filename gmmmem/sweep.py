@@ -37,8 +37,6 @@ import inspect
 import itertools
 import json
 import logging
-import math
-import numbers
 import os
 import re
 import tempfile
@@ -81,8 +79,9 @@ class SweepError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Config:
-    """One dataset of the sweep: dimension, true components, training points, variance, seed."""
+class Dataset:
+    """One configuration of a sweep, the data it trains on: dimension, true components, training
+    points, variance, seed (a record's ``config``; the training recipe is a :class:`TrainConfig`)."""
 
     d: int
     K: int
@@ -95,13 +94,8 @@ class Config:
             object.__setattr__(self, name, validate.positive_int(getattr(self, name), name))
         if self.N < 2:
             raise ValueError(f"N must be >= 2, got {self.N}")
-        if isinstance(self.var, bool) or not isinstance(self.var, numbers.Real) \
-                or not 0.0 < self.var < math.inf:
-            raise ValueError(f"var must be a finite number > 0, got {self.var!r}")
-        object.__setattr__(self, "var", float(self.var))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "var", validate.data_variance(self.var))
+        object.__setattr__(self, "seed", validate.seed(self.seed))
 
     @property
     def key(self) -> tuple:
@@ -122,25 +116,25 @@ class Grid:
     (the seed always comes from the configuration); ``eval_config`` defaults to the scale's.
     """
 
-    configs: tuple[Config, ...]
+    configs: tuple[Dataset, ...]
     scale: str
     train: dict[str, Any] = field(default_factory=dict)
     eval_config: EvalConfig | None = None
 
 
-def product(ds, Ks, Ns, variances=(1.0,), seeds=(0,)) -> tuple[Config, ...]:
+def product(ds, Ks, Ns, variances=(1.0,), seeds=(0,)) -> tuple[Dataset, ...]:
     """Every combination of the given values, d varying slowest."""
-    return tuple(Config(*c) for c in itertools.product(ds, Ks, Ns, variances, seeds))
+    return tuple(Dataset(*c) for c in itertools.product(ds, Ks, Ns, variances, seeds))
 
 
 #: The named grids; what each is for and what it costs: :mod:`gmmmem.presets`.
 GRIDS: dict[str, Grid] = {
     "paper": Grid(product(**presets.PAPER_GRID), "default"),
-    "paper-seeds": Grid(tuple(Config(d, K, N, 1.0, seed) for seed in presets.SEEDS
+    "paper-seeds": Grid(tuple(Dataset(d, K, N, 1.0, seed) for seed in presets.SEEDS
                               for d, K, N in presets.SEED_CONFIGS), "default"),
     "default": Grid(product(**presets.DEFAULT_GRID) + product(**presets.DEFAULT_GRID_EXTRA), "default",
                     train=presets.LONG_DEFAULT),
-    "ci": Grid(tuple(Config(*c) for c in presets.CI_CONFIGS), "ci", train=presets.CI_TRAIN),
+    "ci": Grid(tuple(Dataset(*c) for c in presets.CI_CONFIGS), "ci", train=presets.CI_TRAIN),
 }
 
 
@@ -164,7 +158,7 @@ def fine_sizes(model_sizes: Sequence[int], ratio: Sequence[float], points: int =
     return [M for M in range(lo, hi + 1, max((hi - lo) // points, 1)) if M not in known]
 
 
-def settings(config: Config, scale: str, train_config: TrainConfig, eval_config: EvalConfig,
+def settings(config: Dataset, scale: str, train_config: TrainConfig, eval_config: EvalConfig,
              fine_points: int = FINE_POINTS) -> dict[str, Any]:
     """The settings a record is made with; a stored record is reused only if they are equal."""
     return json.loads(json.dumps({
@@ -185,7 +179,7 @@ def _pick(rows: list[tuple[PhaseTransitionResult, int]], get: Callable) -> list:
     return [get(res, k) for res, k in rows]
 
 
-def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
+def merge(config: Dataset, settings_: dict, coarse: PhaseTransitionResult,
           fine: PhaseTransitionResult | None, device: torch.device, seconds: float) -> dict[str, Any]:
     """One sweep record from the two stages: the merged curve and what a predictor needs."""
     where: dict[int, tuple[str, PhaseTransitionResult, int]] = {}
@@ -240,7 +234,7 @@ def merge(config: Config, settings_: dict, coarse: PhaseTransitionResult,
 
 
 def run_config(
-    config: Config,
+    config: Dataset,
     scale: str = "default",
     train_config: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
@@ -278,7 +272,7 @@ def run_config(
 
 
 def run_configs(
-    configs: Sequence[Config],
+    configs: Sequence[Dataset],
     scale: str = "default",
     train_config: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
@@ -373,7 +367,7 @@ def _check(rec: Any) -> str | None:
     if missing:
         return f"missing fields {missing}"
     try:
-        config = Config(**rec["config"])
+        config = Dataset(**rec["config"])
     except (TypeError, ValueError) as err:
         return f"bad configuration {rec['config']!r} ({err})"
     if not isinstance(rec["settings"], dict) or any(
@@ -421,9 +415,9 @@ def load_sweep(path: str | Path) -> list[dict[str, Any]]:
         warnings.warn(f"{path}:{lineno}: {why}; line ignored", SweepWarning, stacklevel=2)
     seen = set()
     for lineno, rec in good:
-        key = Config(**rec["config"]).key
+        key = Dataset(**rec["config"]).key
         if key in seen:
-            warnings.warn(f"{path}:{lineno}: a second record of {Config(*key).name}",
+            warnings.warn(f"{path}:{lineno}: a second record of {Dataset(*key).name}",
                           SweepWarning, stacklevel=2)
         seen.add(key)
     return [rec for _, rec in good]
@@ -567,7 +561,7 @@ class SweepTable:
         out = []
         for r, m in zip(self.records, sizes):
             if int(m) not in r["model_sizes"]:
-                raise KeyError(f"{Config(**r['config']).name} has no model size {int(m)}")
+                raise KeyError(f"{Dataset(**r['config']).name} has no model size {int(m)}")
             out.append(r[name][r["model_sizes"].index(int(m))])
         return np.array(out, dtype=float)
 
@@ -698,7 +692,7 @@ def check_scheduler(address: str) -> str:
     return address
 
 
-def _resolve_grid(grid, scale, train, eval_config) -> tuple[list[Config], str, dict, EvalConfig]:
+def _resolve_grid(grid, scale, train, eval_config) -> tuple[list[Dataset], str, dict, EvalConfig]:
     if isinstance(grid, str):
         if grid not in GRIDS:
             raise ValueError(f"unknown grid {grid!r}: choose one of {', '.join(GRIDS)}")
@@ -713,9 +707,9 @@ def _resolve_grid(grid, scale, train, eval_config) -> tuple[list[Config], str, d
         configs = list(grid)
         if not configs:
             raise ValueError("the grid holds no configuration")
-        bad = [c for c in configs if not isinstance(c, Config)]
+        bad = [c for c in configs if not isinstance(c, Dataset)]
         if bad:
-            raise ValueError(f"a grid is a name or a list of Config, got {bad[0]!r}")
+            raise ValueError(f"a grid is a name or a list of Dataset, got {bad[0]!r}")
         scale = "default" if scale is None else scale
     check_scale(scale)
     if len({c.key for c in configs}) != len(configs):
@@ -763,7 +757,7 @@ def _writes_out(run: Callable) -> Callable:
 
 @_writes_out
 def run_sweep(
-    grid: str | Sequence[Config],
+    grid: str | Sequence[Dataset],
     out: str | Path,
     scale: str | None = None,
     scheduler: str | None = None,
@@ -779,7 +773,7 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run (or resume) a sweep; returns the records of ``grid``'s configurations, in its order.
 
-    ``grid`` is a name of :data:`GRIDS` or a list of :class:`Config`. ``scale`` picks the
+    ``grid`` is a name of :data:`GRIDS` or a list of :class:`Dataset`. ``scale`` picks the
     training and evaluation presets (default: the grid's; ``default`` for a list); ``train``
     overrides fields of the training preset and ``eval_config`` replaces the evaluation preset
     (a named grid brings its own, used while ``scale`` is the grid's).
@@ -845,7 +839,7 @@ def run_sweep(
             rejected.append(line if line.endswith("\n") else line + "\n")
         seen = set()
         for lineno, rec in good:
-            cfg = Config(**rec["config"])
+            cfg = Dataset(**rec["config"])
             line = json.dumps(rec, separators=(",", ":")) + "\n"
             if cfg.key in seen:
                 warnings.warn(f"{out}:{lineno}: a second record of {cfg.name}; ignored",
@@ -878,7 +872,7 @@ def run_sweep(
 
     todo = [c for c in configs if c.key not in done]
     say(f"{len(configs)} configurations, {len(done)} already in {out}, {len(todo)} to compute")
-    failures: list[tuple[Config, BaseException]] = []
+    failures: list[tuple[Dataset, BaseException]] = []
     if todo and batch is not None:
         failures = _compute_batched(todo, batch, scale, train_configs, ev, fine_points, device,
                                     out, done, save, progress, len(configs), say)
@@ -893,11 +887,11 @@ def run_sweep(
     return [done[c.key] for c in configs]
 
 
-def grid_settings(grid: str | Sequence[Config], scale: str | None = None, *,
+def grid_settings(grid: str | Sequence[Dataset], scale: str | None = None, *,
                   train: dict[str, Any] | None = None, eval_config: EvalConfig | None = None,
                   fine_points: int = FINE_POINTS) -> dict[tuple, dict[str, Any]]:
     """The settings :func:`run_sweep` with these arguments records for each configuration, by
-    :attr:`Config.key`; nothing is trained."""
+    :attr:`Dataset.key`; nothing is trained."""
     return _plan(grid, scale, train, eval_config, fine_points)[-1]
 
 
@@ -911,7 +905,7 @@ def _plan(grid, scale, train, eval_config, fine_points):
 
 
 def _compute(todo, scale, train_configs, ev, fine_points, device, scheduler, n_workers, out,
-             done, save, progress, total, say) -> list[tuple[Config, BaseException]]:
+             done, save, progress, total, say) -> list[tuple[Dataset, BaseException]]:
     """Submit the missing configurations to Dask and record each as it finishes."""
     from distributed import Client, LocalCluster, as_completed
 
@@ -974,7 +968,7 @@ def _compute(todo, scale, train_configs, ev, fine_points, device, scheduler, n_w
 
 
 def _compute_batched(todo, batch, scale, train_configs, ev, fine_points, device, out, done, save,
-                     progress, total, say) -> list[tuple[Config, BaseException]]:
+                     progress, total, say) -> list[tuple[Dataset, BaseException]]:
     """Run the missing configurations here, ``batch`` at a time (:func:`run_configs`), and
     record each batch as it finishes."""
     dev = _device.resolve(device)

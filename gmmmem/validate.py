@@ -114,8 +114,8 @@ def training_set(N: Any, name: str = "N") -> int:
 
 
 def data_variance(var: Any, name: str = "var") -> float:
-    """The true mixture's variance s_star^2: a finite float > 0."""
-    if not 0.0 < float(var) < math.inf:
+    """The true mixture's variance s_star^2: a finite real number > 0, as a float."""
+    if isinstance(var, bool) or not isinstance(var, numbers.Real) or not 0.0 < float(var) < math.inf:
         raise ValueError(f"{name} (the data variance) must be finite and > 0, got {var}")
     return float(var)
 

@@ -39,7 +39,7 @@ def test_the_shared_argument_checks_name_what_is_wrong():
     with pytest.raises(ValueError, match="N must be >= 2"):
         validate.training_set(1)
     assert validate.data_variance(2) == 2.0 and isinstance(validate.data_variance(2), float)
-    for bad in (0, -1.0, float("inf"), float("nan")):
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "1"):
         with pytest.raises(ValueError, match="data variance"):
             validate.data_variance(bad)
 

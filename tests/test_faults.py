@@ -25,7 +25,7 @@ from gmmmem.experiments import (EvalConfig, PhaseTransitionResult, midpoint, mid
                                 phase_transition, phase_transition_templates)
 from gmmmem.width_sweep import width_sweep
 from gmmmem.predict import load_weights
-from gmmmem.sweep import Config, merge, run_config, run_sweep, summary
+from gmmmem.sweep import Dataset, merge, run_config, run_sweep, summary
 from gmmmem.train import DivergenceError, TrainConfig, train_gmm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ def test_the_checkpoint_cannot_be_the_output(command, tmp_path, capsys, no_train
 def test_a_sweep_checks_its_output_before_starting_workers(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("gmmmem.sweep._compute", lambda *a, **k: pytest.fail("sweep started"))
     with pytest.raises(ValueError, match="cannot write out"):
-        run_sweep([Config(3, 2, 10)], UNWRITABLE.replace(".json", ".jsonl"), scale="ci")
+        run_sweep([Dataset(3, 2, 10)], UNWRITABLE.replace(".json", ".jsonl"), scale="ci")
     code, err = _exit_code(["sweep", "--grid", "ci", "--out", str(tmp_path) + "/"], capsys)
     assert code == 2 and "is a folder" in err
 
@@ -164,7 +164,7 @@ def test_a_damaged_checkpoint_is_named_moved_aside_and_training_restarts(kind, t
 
 
 def test_a_damaged_checkpoint_inside_a_sweep_does_not_fail_the_configuration(tmp_path):
-    config, train_config = Config(4, 2, 10), TrainConfig.preset("ci", steps=60, peak_lr=3e-2)
+    config, train_config = Dataset(4, 2, 10), TrainConfig.preset("ci", steps=60, peak_lr=3e-2)
     first = run_config(config, "ci", train_config, EVAL, "cpu", checkpoint_dir=tmp_path)
     checkpoints = sorted(tmp_path.glob("*.pt"))
     assert checkpoints
@@ -253,7 +253,7 @@ def test_a_second_writer_of_a_sweep_file_gets_a_clear_error(tmp_path, capsys, mo
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(files.LockedError, match=f"pid {holder.pid}.* is writing {out}"):
-            run_sweep([Config(3, 2, 10)], out, scale="ci")
+            run_sweep([Dataset(3, 2, 10)], out, scale="ci")
         code, err = _exit_code(["sweep", "--grid", "ci", "--out", str(out)], capsys)
         assert code == 1 and err.startswith("error: another process") and "usage" not in err
     finally:
@@ -298,7 +298,7 @@ def test_commands_and_records_say_when_the_smallest_size_already_memorizes(tmp_p
     assert saved["midpoint"] is None and saved["midpoint_status"] == "below the smallest size"
     result = PhaseTransitionResult.load(out)
     assert result.midpoint is None and result.memorization_ratio.tolist() == [1.0]
-    rec = merge(Config(4, 2, 12), {}, result, None, torch.device("cpu"), 0.0)
+    rec = merge(Dataset(4, 2, 12), {}, result, None, torch.device("cpu"), 0.0)
     assert rec["midpoint"] is None and rec["midpoint_over_N"] is None
     assert rec["midpoint_status"] == "below the smallest size"
     assert summary(rec).endswith("midpoint M_pt none (below the smallest size)")
@@ -392,7 +392,7 @@ def test_a_sweep_reports_each_configuration_as_it_finishes(tmp_path, monkeypatch
     threads = torch.get_num_threads()
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster:
-        records = run_sweep([Config(3, 2, 10), Config(3, 2, 12)], out, scale="ci",
+        records = run_sweep([Dataset(3, 2, 10), Dataset(3, 2, 12)], out, scale="ci",
                             scheduler=cluster.scheduler_address, device="cpu", progress=False,
                             train={"steps": 40, "peak_lr": 3e-2, "final_lr": 3e-5},
                             eval_config=EVAL, report=report)

@@ -15,14 +15,14 @@ from gmmmem import sweep
 from gmmmem.__main__ import GRID_NAMES, main
 from gmmmem.experiments import EvalConfig, PhaseTransitionResult, make_data, phase_transition, transition
 from gmmmem.results import LossHistory, ReferenceLosses
-from gmmmem.sweep import Config, SweepError, SweepWarning, load_sweep, run_config, run_sweep
+from gmmmem.sweep import Dataset, SweepError, SweepWarning, load_sweep, run_config, run_sweep
 from gmmmem.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = {"steps": 40, "peak_lr": 3e-2, "final_lr": 3e-5, "num_draws": 2}
 EVAL = EvalConfig(num_samples=20, loss_draws=2)
 TINY = dict(scale="ci", train=TRAIN, eval_config=EVAL, device="cpu", progress=False)
-C1, C2, C3 = Config(3, 2, 10), Config(3, 2, 12, var=0.5), Config(4, 2, 10, var=2.0, seed=1)
+C1, C2, C3 = Dataset(3, 2, 10), Dataset(3, 2, 12, var=0.5), Dataset(4, 2, 10, var=2.0, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def _fake_phase_transition(curve):
 def test_two_stage_merge_recomputes_the_transition_on_the_merged_curve(monkeypatch):
     curve = lambda M: float(min(1.0, max(0.0, (M - 47) / 10)))  # noqa: E731
     monkeypatch.setattr(sweep, "phase_transition", _fake_phase_transition(curve))
-    rec = run_config(Config(30, 3, 100), "ci", device="cpu")
+    rec = run_config(Dataset(30, 3, 100), "ci", device="cpu")
     coarse = list(range(10, 101, 10))
     fine = [42, 44, 46, 48, 52, 54, 56, 58]  # bracket 40..60 (coarse start 50, end 60), step 2
     assert rec["stages"]["coarse"]["model_sizes"] == coarse and rec["stages"]["coarse"]["transition"] == [50, 60]
@@ -152,7 +152,7 @@ def test_two_stage_merge_recomputes_the_transition_on_the_merged_curve(monkeypat
 
 def test_a_real_configuration_merges_both_stages():
     train = TrainConfig.preset("ci", **TRAIN)
-    rec = run_config(Config(4, 2, 20), "ci", train, EVAL, "cpu")
+    rec = run_config(Dataset(4, 2, 20), "ci", train, EVAL, "cpu")
     coarse = phase_transition(4, 2, 20, None, "ci", 0, "cpu", config=train, eval_config=EVAL,
                               progress=False)
     ratio = dict(zip(rec["model_sizes"], rec["memorization_ratio"]))
@@ -190,7 +190,7 @@ def test_resume_computes_only_the_missing_configurations(tmp_path, scheduler, ca
     records = tiny_sweep([C1, C2, C3], out, scheduler)
     assert ran == [C3]
     assert lines(out)[:2] == before  # earlier records untouched (same dates and wall times)
-    assert [Config(**r["config"]) for r in records] == [C1, C2, C3]
+    assert [Dataset(**r["config"]) for r in records] == [C1, C2, C3]
     ran.clear()
     tiny_sweep([C1, C2, C3], out, scheduler)
     assert ran == []
@@ -203,7 +203,7 @@ def test_a_failed_task_loses_nothing_and_is_retried(tmp_path, scheduler, calls):
     with pytest.warns(SweepWarning, match="d4_K2_N10_var2_seed1 failed"), \
             pytest.raises(SweepError, match="1 of 3 configurations failed"):
         tiny_sweep([C1, C2, C3], out, scheduler)
-    assert {Config(**r["config"]) for r in load_sweep(out)} == {C1, C2}
+    assert {Dataset(**r["config"]) for r in load_sweep(out)} == {C1, C2}
     fail.clear()
     ran.clear()
     tiny_sweep([C1, C2, C3], out, scheduler)
@@ -238,7 +238,7 @@ def test_corrupted_and_foreign_records_are_reported_and_not_used(tmp_path, sched
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kept = load_sweep(out)
-    assert [Config(**r["config"]) for r in kept] == [C1, C2, Config(3, 2, 10, seed=7)]
+    assert [Dataset(**r["config"]) for r in kept] == [C1, C2, Dataset(3, 2, 10, seed=7)]
     rejected = lines(tmp_path / "s.jsonl.rejected")
     assert rejected[0] == "{not json" and len(rejected) == 3 and '"steps":999' in rejected[2]
 
@@ -268,7 +268,7 @@ def test_each_worker_of_the_local_cluster_computes_on_its_own_gpu(scheduler, mon
     monkeypatch.setattr(sweep._device, "resolve", torch.device)
     monkeypatch.setattr(sweep, "run_config", lambda c, s, t, e, device, **kw: (get_worker().name, device))
     with Client(scheduler) as client:
-        futures = [client.submit(sweep._task, Config(3, 2, 10, seed=i), "ci", None, None, None,
+        futures = [client.submit(sweep._task, Dataset(3, 2, 10, seed=i), "ci", None, None, None,
                                  10, None, True, pure=False) for i in range(6)]
         results = client.gather(futures)
     assert results and all(device == f"cuda:{name}" for name, device in results)
@@ -336,7 +336,7 @@ def test_bad_scheduler_addresses(address):
     "kw,word",
     [(dict(grid="huge"), "unknown grid 'huge': choose one of paper, paper-seeds, default, ci"),
      (dict(grid=[]), "no configuration"), (dict(grid=[C1, C1]), "twice"),
-     (dict(grid=[(3, 2, 10)]), "list of Config"),
+     (dict(grid=[(3, 2, 10)]), "list of Dataset"),
      (dict(scheduler="tcp://nowhere"), "bad scheduler address"),
      (dict(scheduler="tcp://localhost:8786", n_workers=2), "local cluster"),
      (dict(n_workers=0), "n_workers"), (dict(scale="huge"), "scale"),
@@ -354,7 +354,7 @@ def test_bad_arguments(tmp_path, kw, word):
                                 dict(var="1")])
 def test_bad_configurations(kw):
     with pytest.raises(ValueError):
-        Config(**dict(d=3, K=2, N=10) | kw)
+        Dataset(**dict(d=3, K=2, N=10) | kw)
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):

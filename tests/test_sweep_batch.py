@@ -11,7 +11,7 @@ import torch
 from gmmmem import experiments, sweep
 from gmmmem.__main__ import main
 from gmmmem.experiments import EvalConfig
-from gmmmem.sweep import Config, SweepError, SweepWarning, load_sweep, run_config, run_configs, run_sweep
+from gmmmem.sweep import Dataset, SweepError, SweepWarning, load_sweep, run_config, run_configs, run_sweep
 from gmmmem.train import TrainConfig, train_gmm
 from gmmmem.train_many import train_many
 
@@ -19,7 +19,7 @@ F64 = torch.float64
 TRAIN = {"steps": 40, "peak_lr": 3e-2, "final_lr": 3e-5, "num_draws": 2}
 EVAL = EvalConfig(num_samples=10, loss_draws=1)
 TINY = dict(scale="ci", train=TRAIN, eval_config=EVAL, device="cpu", progress=False)
-C1, C2, C3 = Config(3, 2, 10), Config(3, 2, 12, var=0.5), Config(4, 2, 10, var=2.0, seed=1)
+C1, C2, C3 = Dataset(3, 2, 10), Dataset(3, 2, 12, var=0.5), Dataset(4, 2, 10, var=2.0, seed=1)
 
 
 def test_a_batch_gives_the_records_of_one_configuration_at_a_time(monkeypatch):
@@ -55,8 +55,8 @@ def test_batched_sweep_records_resumes_and_cleans_up(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "run_configs", counted)
     records = run_sweep([C1, C2, C3], out, batch=2, **TINY)
     assert batches == [[C1, C2], [C3]]
-    assert [Config(**r["config"]) for r in records] == [C1, C2, C3] == \
-        [Config(**r["config"]) for r in load_sweep(out)]
+    assert [Dataset(**r["config"]) for r in records] == [C1, C2, C3] == \
+        [Dataset(**r["config"]) for r in load_sweep(out)]
     assert not (tmp_path / "s.jsonl.checkpoints").exists()
     batches.clear()
     assert run_sweep([C1, C2, C3], out, batch=2, **TINY) == records and batches == []
@@ -84,7 +84,7 @@ def test_an_interrupted_batch_resumes_from_its_checkpoint(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_sweep([C1, C3], out, batch=1, **TINY)
     monkeypatch.setattr(TrainConfig, "lr", real_lr)
-    assert [Config(**r["config"]) for r in load_sweep(out)] == [C1]
+    assert [Dataset(**r["config"]) for r in load_sweep(out)] == [C1]
     saved = list((tmp_path / "s.jsonl.checkpoints").glob("batch-*.pt"))
     assert len(saved) == 1 and torch.load(saved[0], weights_only=False)["step"] == 20
     resumed = run_sweep([C1, C3], out, batch=1, **TINY)
@@ -106,7 +106,7 @@ def test_a_failed_batch_loses_nothing_else(tmp_path, monkeypatch):
     with pytest.warns(SweepWarning, match="the batch of d4_K2_N10_var2_seed1 failed"), \
             pytest.raises(SweepError, match="1 of 2 configurations failed"):
         run_sweep([C1, C3], out, batch=1, **TINY)
-    assert [Config(**r["config"]) for r in load_sweep(out)] == [C1]
+    assert [Dataset(**r["config"]) for r in load_sweep(out)] == [C1]
 
 
 @pytest.mark.parametrize("kw,word", [

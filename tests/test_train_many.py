@@ -190,9 +190,9 @@ def test_on_cuda_each_configuration_trains_as_it_does_alone():
 @cuda
 def test_on_cuda_a_batched_sweep_stage_runs():
     from gmmmem.experiments import EvalConfig
-    from gmmmem.sweep import Config, run_configs
+    from gmmmem.sweep import Dataset, run_configs
 
-    recs = run_configs([Config(5, 2, 20), Config(8, 3, 30, seed=1)], "ci",
+    recs = run_configs([Dataset(5, 2, 20), Dataset(8, 3, 30, seed=1)], "ci",
                        TrainConfig.preset("ci", steps=50), EvalConfig(20, 2), "cuda")
     assert [r["config"]["N"] for r in recs] == [20, 30]
     assert all(r["provenance"]["device"].startswith("cuda") for r in recs)
