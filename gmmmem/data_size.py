@@ -31,7 +31,6 @@ whose ratio still reaches 0.9 and 0.1, and :math:`N_{pt}` the size where it fall
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,10 +167,7 @@ def data_size_settings(
     """The settings :func:`data_size` records for these arguments, the arguments checked;
     nothing is trained."""
     d, K, M = (validate.integer(value, name) for name, value in (("d", d), ("K", K), ("M", M)))
-    seed = validate.seed(seed)
-    if not 0.0 < float(var) < math.inf:
-        raise ValueError(f"var (the data variance) must be finite and > 0, got {var}")
-    var = float(var)
+    seed, var = validate.seed(seed), validate.data_variance(var)
     Ns = [validate.integer(n, "training-set size N") for n in training_sizes]
     if not Ns:
         raise ValueError("training_sizes is empty")
