@@ -9,6 +9,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Extra pytest arguments for `make test`, e.g. PYTEST_ARGS="-k losses" or "--durations=20".
+PYTEST_ARGS ?=
 
 # OpenMP's default (active) wait policy is kept: measured on 2 cores, OMP_WAIT_POLICY=PASSIVE
 # made a training step 1.7x slower (benchmarks/train.py) and the unit tests 1.4x slower.
@@ -25,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 test: install
-	GMMMEM_SCALE=$${GMMMEM_SCALE:-ci} $(PY) -m pytest
+	GMMMEM_SCALE=$${GMMMEM_SCALE:-ci} $(PY) -m pytest $(PYTEST_ARGS)
 
 book: install
 	GMMMEM_SCALE=$${GMMMEM_SCALE:-default} $(VENV)/bin/jupyter-book build -n -W --keep-going .
