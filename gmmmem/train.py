@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -556,6 +556,22 @@ def fit_draws(
     S = model.num_models
     return FitResult(history[:, :S], history[:, S:] if variance else None, seconds,
                      {s: kept[s] for s in wanted})
+
+
+def frozen_adam(model: Trainable, draws: Draws, config: TrainConfig, batches: int
+                ) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """Where training would take ``model`` from where it stands: for each of ``batches``
+    training batches from ``draws``, the gradients of its parameters and the change that
+    :func:`fit`'s optimizer (Adam with ``config``'s second-moment decay and update EMA, state
+    starting at zero) would make to them at learning rate 1; the model itself is not moved."""
+    validate.positive_int(batches, "batches")
+    shadow = [p.detach().clone() for p in model.params]
+    opt = _Adam(shadow, config.update_ema, config.adam_beta2)
+    for _ in range(batches):
+        _, grads = model.loss_and_grad(*draws())
+        before = [p.clone() for p in shadow]
+        opt.step(grads, 1.0)
+        yield grads, [after - b for after, b in zip(shadow, before)]
 
 
 def checkpoint_key(X, sizes, config, init, dtype, model: str = "isotropic") -> dict:

@@ -38,8 +38,8 @@ import torch
 from . import validate
 from .device import for_training, single_threaded
 from .templates import lowrank_denoise
-from .train import (CHUNK_FLOATS, GROUP_OVERHEAD, SizeGroups, TrainConfig, checkpoint_key, fit,
-                    padding_bias, pmem_init_order)
+from .train import (CHUNK_FLOATS, GROUP_OVERHEAD, RowDraws, SizeGroups, TrainConfig,
+                    checkpoint_key, fit, frozen_adam, padding_bias, pmem_init_order)
 
 
 #: Below this :func:`step_work` a CPU step runs faster on one thread than on two. Measured by
@@ -307,3 +307,61 @@ def train_templates(
 
     return trained(model.params, var_history=run.var_history,
                    snapshots={step: trained(p, steps=step) for step, p in run.snapshots.items()})
+
+
+@dataclass
+class VarianceDrift:
+    """Where training would take the colour variance of a template mixture from where it stands
+    (:func:`variance_drift`): the mean gradient of the training loss on the log colour standard
+    deviation over the batches, and the mean change Adam makes to log s per unit learning rate
+    once its moment estimates have settled (after the first ``burn_in`` batches), each with a
+    standard error (of the batches; of means over blocks of 500 batches for Adam's changes,
+    which its moving averages correlate)."""
+
+    gradient: float
+    gradient_stderr: float
+    log_std_rate: float
+    log_std_rate_stderr: float
+    batches: int
+    burn_in: int
+
+
+#: Batches of Adam's changes per block, for the standard error of their mean (several times
+#: the 1/(1 - 0.99) steps over which the update EMA correlates them).
+DRIFT_BLOCK = 500
+
+
+def variance_drift(images: torch.Tensor, templates: torch.Tensor, colors: torch.Tensor,
+                   var: float, config: TrainConfig, *, batches: int, burn_in: int,
+                   seed: int) -> VarianceDrift:
+    """Whether a template mixture (templates (M, h, w), colour means (M, 3), colour variance)
+    rests on its training loss over ``images`` (N, 3, h, w) in its colour variance, in float64:
+    the gradient on log s over ``batches`` training batches drawn as :func:`fit` draws them
+    (``config.num_draws`` noise draws per image, generator seeded with ``seed``) and the change
+    :func:`fit`'s optimizer would make (:func:`gmmmem.train.frozen_adam`), the model held still.
+
+    At rest both means lie within a few standard errors of zero; a model whose log s drifts at a
+    rate many standard errors from zero keeps moving at any learning rate, by the rate times the
+    sum of the learning rates over the steps."""
+    images = images.to(torch.float64)
+    N, _, h, w = images.shape
+    if templates.ndim != 3 or templates.shape[1:] != (h, w) or colors.shape != (len(templates), 3):
+        raise ValueError(f"need templates (M, {h}, {w}) and colours (M, 3), got "
+                         f"{tuple(templates.shape)} and {tuple(colors.shape)}")
+    if not var > 0:
+        raise ValueError(f"the colour variance must be > 0, got {var}")
+    validate.positive_int(burn_in, "burn_in")
+    if batches < burn_in + 2 * DRIFT_BLOCK:
+        raise ValueError(f"need batches >= burn_in + {2 * DRIFT_BLOCK} (two blocks of Adam's "
+                         f"changes after the burn-in), got {batches} and {burn_in}")
+    model = _TemplateMixtures(templates.to(torch.float64).flatten(1), colors.to(torch.float64),
+                              [len(templates)], var, rows=N * config.num_draws)
+    stream = frozen_adam(model, RowDraws(images.flatten(1), config.num_draws, seed), config, batches)
+    grad, change = (np.array(v) for v in zip(*((float(g[2][0]), float(u[2][0])) for g, u in stream)))
+    settled = change[burn_in:]
+    blocks = settled[: len(settled) // DRIFT_BLOCK * DRIFT_BLOCK].reshape(-1, DRIFT_BLOCK).mean(1)
+    return VarianceDrift(gradient=float(grad.mean()),
+                         gradient_stderr=float(grad.std(ddof=1) / math.sqrt(batches)),
+                         log_std_rate=float(blocks.mean()),
+                         log_std_rate_stderr=float(blocks.std(ddof=1) / math.sqrt(len(blocks))),
+                         batches=batches, burn_in=burn_in)
