@@ -259,6 +259,7 @@ def train_templates(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
     snapshots: Sequence[int] = (),
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainedTemplates:
     """Train one coloured-template mixture per model size on ``images`` (N, 3, h, w).
 
@@ -268,7 +269,10 @@ def train_templates(
     and the loss history (steps, sizes), all on the CPU. ``snapshots`` (steps) keeps the
     models as they were after those steps in ``TrainedTemplates.snapshots``. On a CPU a small problem
     (:func:`step_work` below ``SMALL_STEP_WORK``) trains with one intra-op thread
-    (:func:`gmmmem.device.single_threaded`).
+    (:func:`gmmmem.device.single_threaded`). ``init`` = (templates (Mmax, h, w), colour means
+    (Mmax, 3)), if given, replaces the partially memorizing start (as ``init_means`` of
+    :func:`gmmmem.train.train_gmm`: size M starts at the first M, colour variance
+    ``config.init_var``), for example to continue training a trained model.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -278,8 +282,17 @@ def train_templates(
     sizes = validate.model_sizes(model_sizes, N)
     dev = for_training(device)
     images = images.to(dev, dtype)
-    start = images[pmem_init_order(N, config.seed)[: max(sizes)].to(dev)]
-    templates, colors = rank1_factors(start)
+    if init is None:
+        templates, colors = rank1_factors(images[pmem_init_order(N, config.seed)[: max(sizes)].to(dev)])
+        start = None
+    else:
+        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in init]
+        if shapes != [(max(sizes), h, w), (max(sizes), 3)]:
+            raise ValueError(f"init must be templates ({max(sizes)}, {h}, {w}) and colour means "
+                             f"({max(sizes)}, 3), got {shapes}")
+        templates, colors = (validate.points(v.flatten(1), name).to(dev, dtype).reshape(v.shape)
+                             for v, name in zip(init, ("init templates", "init colour means")))
+        start = torch.cat([templates.flatten(), colors.flatten()])
     model = _TemplateMixtures(templates.flatten(1), colors, sizes, config.init_var,
                               rows=N * config.num_draws)
     S = len(sizes)
@@ -287,7 +300,7 @@ def train_templates(
     small = dev.type == "cpu" and step_work(N, config.num_draws, h * w, sizes) < SMALL_STEP_WORK
     with single_threaded() if small else contextlib.nullcontext():
         run = fit(
-            model, X, config, key=checkpoint_key(X, sizes, config, None, dtype, model="templates"),
+            model, X, config, key=checkpoint_key(X, sizes, config, start, dtype, model="templates"),
             desc=f"training {S} template model{'s' if S > 1 else ''}", progress=progress,
             checkpoint=checkpoint, checkpoint_every=checkpoint_every, snapshots=snapshots,
         )

@@ -338,3 +338,81 @@ def test_template_config_keeps_the_authors_optimizer_at_default_scale():
     assert c.num_draws == TEMPLATE_DRAWS and c.seed == 3
     assert template_config("default", steps=60_000).steps == 60_000
     assert template_config("paper") == TrainConfig.preset("paper")
+
+
+def _rms_one_truth(K=3, size=5, var=0.7, seed=0):
+    """A coloured-template mixture whose templates have root-mean-square pixel 1 (the
+    trainable model's normalization), so that its colour variance is a model parameter."""
+    T = load_templates(K, size, dtype=F64)
+    T = T / T.square().mean((1, 2), keepdim=True).sqrt()
+    gen = torch.Generator().manual_seed(seed)
+    return ColoredTemplates(T, torch.randn(K, 3, dtype=F64, generator=gen), var), gen
+
+
+def test_frozen_adam_holds_the_model_and_its_first_change_is_fits_first_step():
+    _, X = _images()
+    cfg = TrainConfig(steps=1, peak_lr=1e-3, final_lr=0.0, num_draws=3, seed=4, update_ema=0.99)
+    start = X[pmem_init_order(len(X), cfg.seed)[:5]]
+    T, c = rank1_factors(start)
+    model = tt._TemplateMixtures(T.flatten(1), c, [5], cfg.init_var, rows=len(X) * cfg.num_draws)
+    before = [p.clone() for p in model.params]
+    changes = [u for _, u in train.frozen_adam(model, train.RowDraws(X.flatten(1), 3, cfg.seed), cfg, 4)]
+    for p, b in zip(model.params, before):
+        assert torch.equal(p, b)  # the model is not moved
+    trained = train_templates(X, [5], cfg, progress=False, dtype=F64)  # one step at lr 1e-3
+    torch.testing.assert_close(0.5 * math.log(trained.var[0]),
+                               0.5 * math.log(cfg.init_var) + cfg.peak_lr * float(changes[0][2][0]))
+    torch.testing.assert_close(trained.color_means[0], c + cfg.peak_lr * changes[0][1][0])
+    assert not torch.equal(changes[0][2], changes[1][2])  # a fresh batch each time
+
+
+@pytest.mark.parametrize("factor, sign", [(0.1, 1.0), (10.0, -1.0)])
+def test_variance_drift_points_towards_the_true_colour_variance(factor, sign):
+    # the true templates and colour means, the colour variance off by ``factor``: the loss of
+    # the images the truth generated falls towards the true variance, and Adam moves log s there
+    truth, gen = _rms_one_truth()
+    X, _ = truth.sample(200, gen)
+    cfg = TrainConfig(steps=1, peak_lr=1e-3, final_lr=0.0, num_draws=2)
+    drift = tt.variance_drift(X, truth.templates, truth.color_means, factor * truth.color_var, cfg,
+                              batches=1300, burn_in=300, seed=0)
+    assert sign * drift.gradient < -5 * drift.gradient_stderr
+    assert sign * drift.log_std_rate > 5 * drift.log_std_rate_stderr
+
+
+def test_variance_drift_rejects_bad_input():
+    truth, gen = _rms_one_truth()
+    X, _ = truth.sample(10, gen)
+    cfg = TrainConfig(steps=1, peak_lr=1e-3, final_lr=0.0)
+    with pytest.raises(ValueError, match="templates"):
+        tt.variance_drift(X, truth.templates[:, :4], truth.color_means, 1.0, cfg, batches=1100,
+                          burn_in=10, seed=0)
+    with pytest.raises(ValueError, match="variance"):
+        tt.variance_drift(X, truth.templates, truth.color_means, 0.0, cfg, batches=1100,
+                          burn_in=10, seed=0)
+    with pytest.raises(ValueError, match="two blocks"):
+        tt.variance_drift(X, truth.templates, truth.color_means, 1.0, cfg, batches=1000,
+                          burn_in=10, seed=0)
+
+
+def test_init_replaces_the_start_and_continues_a_run_where_it_stopped():
+    _, X = _images()
+    cfg = TrainConfig(steps=40, peak_lr=1e-2, final_lr=1e-2, warmup_frac=0.0, num_draws=2, seed=2)
+    first = train_templates(X, [4], cfg, progress=False, dtype=F64)
+    # the model after 40 steps, continued: Adam restarts, so the second leg is its own run, but
+    # it starts exactly where the first ended
+    again = TrainConfig(steps=1, peak_lr=1e-12, final_lr=0.0, num_draws=2, seed=5,
+                        init_var=first.var[0])
+    cont = train_templates(X, [4], again, progress=False, dtype=F64,
+                           init=(first.templates[0], first.color_means[0]))
+    torch.testing.assert_close(cont.templates[0], first.templates[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(cont.color_means[0], first.color_means[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(cont.var[0], first.var[0], rtol=1e-9, atol=0)
+    x = torch.randn(7, X[0].numel(), dtype=F64)
+    torch.testing.assert_close(cont.denoiser(0)(x, 0.3), first.denoiser(0)(x, 0.3))
+    with pytest.raises(ValueError, match="init must be"):
+        train_templates(X, [4], again, progress=False, dtype=F64,
+                        init=(first.templates[0][:3], first.color_means[0]))
+    with pytest.raises(ValueError, match="finite"):
+        bad = first.color_means[0].clone()
+        bad[0, 0] = float("nan")
+        train_templates(X, [4], again, progress=False, dtype=F64, init=(first.templates[0], bad))
