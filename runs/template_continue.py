@@ -11,7 +11,8 @@ a constant learning rate ``LR`` (about the run's rate at the start of its last t
 0.99, 2 noise draws) and new training noise (seed 100 + the run's seed). The memorization ratio
 is measured every ``EVERY`` steps on the run's sampler noise (200 samples), float32 training on
 one torch thread. The file is rewritten (atomically) as each model is done: a rerun skips the
-models already in it and resumes the one in progress from its checkpoint (``OUT.checkpoint``).
+models already in it and resumes the one in progress from its checkpoint (``OUT.seed{seed}_M{M}.checkpoint``, removed
+once the model is in OUT).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         if (seed, M) in done:
             continue
         began = time.perf_counter()
-        record = continued(runs[seed], M, seed, out.with_name(out.name + ".checkpoint"))
+        checkpoint = out.with_name(f"{out.name}.seed{seed}_M{M}.checkpoint")
+        record = continued(runs[seed], M, seed, checkpoint)
         settings = {"experiment": "template_continuation", "run": str(RUNS[seed]),
                     "models": [list(m) for m in MODELS], "steps": STEPS, "lr": LR,
                     "warmup_frac": WARMUP, "every": EVERY, "dtype": "float32", "threads": 1}
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  time.perf_counter() - began)
         records.append(record)
         files.write_json(out, {"models": records})
+        checkpoint.unlink()
         print(seed, M, "ratio", " ".join(f"{p:.2f}" for p in record["memorization_ratio"]),
               f"var {record['start_var']:.1e} -> {record['var'][-1]:.1e}", flush=True)
 
