@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 python runs/template_continue.py --out data/phase_transition/templates/continued_K6_N100_lr1e-3_steps40k.json
 
 Each model of ``MODELS`` (seed, M): every size that still copies at the end of
-``default_K6_N100_seed{0,1}_steps100k.json`` and, as controls, one size per seed that
-generalizes there. Each starts where its run ended (templates, colour means, colour variance;
+``default_K6_N100_seed{0,1}_steps100k.json``, one size per seed that generalizes there (a
+control), and seed 1's M = N model, which let go of its images late in its run. Each starts where its run ended (templates, colour means, colour variance;
 :func:`gmmmem.train_templates.train_templates` with ``init``) and trains ``STEPS`` more steps at
 a constant learning rate ``LR`` (about the run's rate at the start of its last third) after a
 2% warm-up, with the run's optimizer settings (Adam from a fresh state, beta2 0.999, update EMA
@@ -36,8 +36,8 @@ from gmmmem.train_templates import train_templates
 
 RUNS = {seed: Path(f"data/phase_transition/templates/default_K6_N100_seed{seed}_steps100k.json")
         for seed in (0, 1)}
-#: (seed, M): the copying sizes, then one generalizing control per seed.
-MODELS = ((0, 94), (0, 95), (0, 100), (1, 95), (1, 96), (0, 96), (1, 94))
+#: (seed, M): the copying sizes, one generalizing control per seed, seed 1's M = N.
+MODELS = ((0, 94), (0, 95), (0, 100), (1, 95), (1, 96), (0, 96), (1, 94), (1, 100))
 STEPS, LR, WARMUP, EVERY = 40_000, 1e-3, 0.02, 4_000
 #: The variance history is kept every this many steps.
 KEEP_EVERY = 200
