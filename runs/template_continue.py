@@ -72,10 +72,23 @@ def continued(r: TemplateTransitionResult, M: int, seed: int, checkpoint: Path) 
             "seconds": round(time.perf_counter() - began, 1)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def settings(args: argparse.Namespace) -> dict:
+    """The settings this run records (as read back from its JSON)."""
+    return json.loads(json.dumps({
+        "experiment": "template_continuation", "runs": {str(s): str(p) for s, p in RUNS.items()},
+        "models": [list(m) for m in MODELS], "steps": STEPS, "lr": LR, "warmup_frac": WARMUP,
+        "every": EVERY, "keep_every": KEEP_EVERY, "dtype": "float32", "threads": 1}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output JSON file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     os.environ[COMMAND_VARIABLE] = "python " + shlex.join([sys.argv[0], *(argv or sys.argv[1:])])
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -88,13 +101,13 @@ def main(argv: list[str] | None = None) -> None:
         began = time.perf_counter()
         checkpoint = out.with_name(f"{out.name}.seed{seed}_M{M}.checkpoint")
         record = continued(runs[seed], M, seed, checkpoint)
-        settings = {"experiment": "template_continuation", "run": str(RUNS[seed]),
-                    "models": [list(m) for m in MODELS], "steps": STEPS, "lr": LR,
-                    "warmup_frac": WARMUP, "every": EVERY, "dtype": "float32", "threads": 1}
-        record["provenance"] = provenance.record(settings, torch.device("cpu"),
+        # each model records when and at which commit it was trained; the file, its command
+        record["provenance"] = provenance.record({"run": str(RUNS[seed])}, torch.device("cpu"),
                                                  time.perf_counter() - began)
         records.append(record)
-        files.write_json(out, {"models": records})
+        total = sum(r["provenance"]["wall_seconds"] for r in records)
+        files.write_json(out, {"provenance": provenance.record(settings(args), torch.device("cpu"), total),
+                               "models": records})
         checkpoint.unlink()
         print(seed, M, "ratio", " ".join(f"{p:.2f}" for p in record["memorization_ratio"]),
               f"var {record['start_var']:.1e} -> {record['var'][-1]:.1e}", flush=True)

@@ -13,6 +13,7 @@ change Adam would make to it per unit learning rate after 1,000 batches of burn-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -33,10 +34,23 @@ BATCHES, BURN_IN, DRIFT_SEED = 3000, 1000, 7
 SIZES = (80, 90, 92, 94, 95, 96, 98, 100)
 
 
-def main(argv: list[str] | None = None) -> None:
+def settings(args: argparse.Namespace) -> dict:
+    """The settings this run records (as read back from its JSON)."""
+    return json.loads(json.dumps({
+        "experiment": "template_variance_drift", "runs": {s: str(p) for s, p in RUNS.items()},
+        "sizes": list(SIZES), "batches": BATCHES, "burn_in": BURN_IN, "block": DRIFT_BLOCK,
+        "seed": DRIFT_SEED, "dtype": "float64", "threads": 1}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output JSON file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     os.environ[COMMAND_VARIABLE] = "python " + shlex.join([sys.argv[0], *(argv or sys.argv[1:])])
     torch.set_num_threads(1)
     began = time.perf_counter()
@@ -57,10 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             print(seed, M, f"gradient {drift.gradient:.3g} ± {drift.gradient_stderr:.2g}, "
                   f"log s rate {drift.log_std_rate:.3g} ± {drift.log_std_rate_stderr:.2g}",
                   flush=True)
-    settings = {"experiment": "template_variance_drift", "runs": {s: str(p) for s, p in RUNS.items()},
-                "sizes": list(SIZES), "batches": BATCHES, "burn_in": BURN_IN, "block": DRIFT_BLOCK, "seed": DRIFT_SEED,
-                "dtype": "float64", "threads": 1}
-    record = provenance.record(settings, torch.device("cpu"), time.perf_counter() - began)
+    record = provenance.record(settings(args), torch.device("cpu"), time.perf_counter() - began)
     files.write_json(args.out, {"provenance": record, "rows": rows})
 
 
