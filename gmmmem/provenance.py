@@ -6,10 +6,13 @@ the command, code and device that produced it.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +87,20 @@ def upgraded(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(train, dict) and "adam_beta2" not in train:
         out["train_config"] = {**train, "adam_beta2": 0.999}
     return out
+
+
+def run_file_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a run file of ``runs/`` whose module docstring is ``doc``: ``--out``,
+    the JSON file it writes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output JSON file")
+    return parser
+
+
+def start_run_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse a run file's arguments ``argv`` (None: the command line), record its command line
+    as the command of what it writes (:func:`record`) and run torch on one thread."""
+    args = parser.parse_args(argv)
+    os.environ[COMMAND_VARIABLE] = "python " + shlex.join([sys.argv[0], *(argv or sys.argv[1:])])
+    torch.set_num_threads(1)
+    return args

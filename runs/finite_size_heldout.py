@@ -12,15 +12,11 @@ loss against the measured generalizing excess; each fitted on every record of
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import sys
 import time
 
 import torch
 
 from gmmmem import config, diffusion, files, provenance
-from gmmmem.config import COMMAND_VARIABLE
 from gmmmem.finite_size import FitOnAll, evaluation_dict
 from gmmmem.heldout import group_splits, heldout, random_splits
 from gmmmem.predictors import ClosedForm, FiniteSize, MonteCarlo
@@ -38,15 +34,11 @@ def settings(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this run."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output JSON file")
-    return parser
+    return provenance.run_file_parser(__doc__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    os.environ[COMMAND_VARIABLE] = "python " + shlex.join([sys.argv[0], *(argv or sys.argv[1:])])
-    torch.set_num_threads(1)
+    args = provenance.start_run_file(build_parser(), argv)
     began = time.perf_counter()
     table = SweepTable.load(config.data_dir() / "sweeps" / "default.jsonl")
     t = diffusion.time_grid().numpy()  # the closed forms on the float32 grid, as chapters 4 and 6

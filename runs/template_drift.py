@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from gmmmem import files, provenance
-from gmmmem.config import COMMAND_VARIABLE
 from gmmmem.experiments import TemplateTransitionResult
 from gmmmem.train import TrainConfig
 from gmmmem.train_templates import DRIFT_BLOCK, variance_drift
@@ -44,15 +40,11 @@ def settings(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this run."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output JSON file")
-    return parser
+    return provenance.run_file_parser(__doc__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    os.environ[COMMAND_VARIABLE] = "python " + shlex.join([sys.argv[0], *(argv or sys.argv[1:])])
-    torch.set_num_threads(1)
+    args = provenance.start_run_file(build_parser(), argv)
     began = time.perf_counter()
     rows = []
     for seed, path in RUNS.items():
