@@ -5,12 +5,15 @@ import functools
 import importlib.util
 import itertools
 import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from gmmmem import config
 from gmmmem.provenance import upgraded
@@ -207,3 +210,25 @@ def test_the_readme_lists_every_file_with_its_command():
     for name, commands in _commands().items():
         assert f"`{name}`" in listing
         assert all(f"`{command}`" in listing for command, _ in commands)
+
+
+def test_a_run_file_records_its_command_line_and_runs_on_one_thread(monkeypatch):
+    from gmmmem import provenance
+    from gmmmem.config import COMMAND_VARIABLE
+
+    monkeypatch.setattr(sys, "argv", ["runs/example.py", "--out", "data/x y.json"])
+    monkeypatch.delenv(COMMAND_VARIABLE, raising=False)
+    threads = torch.get_num_threads()
+    try:
+        args = provenance.start_run_file(provenance.run_file_parser("An example.\n\nMore."), None)
+        assert args.out == "data/x y.json"
+        assert os.environ[COMMAND_VARIABLE] == "python runs/example.py --out 'data/x y.json'"
+        assert torch.get_num_threads() == 1
+        # arguments given in Python are what it records
+        provenance.start_run_file(provenance.run_file_parser("An example."), ["--out", "a.json"])
+        assert os.environ[COMMAND_VARIABLE] == "python runs/example.py --out a.json"
+        with pytest.raises(SystemExit):
+            provenance.start_run_file(provenance.run_file_parser("An example."), [])
+    finally:
+        torch.set_num_threads(threads)
+        os.environ.pop(COMMAND_VARIABLE, None)
