@@ -328,8 +328,8 @@ class VarianceDrift:
     (:func:`variance_drift`): the mean gradient of the training loss on the log colour standard
     deviation over the batches, and the mean change Adam makes to log s per unit learning rate
     once its moment estimates have settled (after the first ``burn_in`` batches), each with a
-    standard error (of the batches; of means over blocks of 500 batches for Adam's changes,
-    which its moving averages correlate)."""
+    standard error (of the batches; of means over blocks of ``DRIFT_BLOCK`` batches for Adam's
+    changes, which its moving averages correlate)."""
 
     gradient: float
     gradient_stderr: float
@@ -354,8 +354,8 @@ def variance_drift(images: torch.Tensor, templates: torch.Tensor, colors: torch.
     :func:`fit`'s optimizer would make (:func:`gmmmem.train.frozen_adam`), the model held still.
 
     At rest both means lie within a few standard errors of zero; a model whose log s drifts at a
-    rate many standard errors from zero keeps moving at any learning rate, by the rate times the
-    sum of the learning rates over the steps."""
+    rate many standard errors from zero is not at rest, whatever the learning rate. The rate
+    holds where the model stands: as training moves the model, it changes."""
     images = images.to(torch.float64)
     N, _, h, w = images.shape
     if templates.ndim != 3 or templates.shape[1:] != (h, w) or colors.shape != (len(templates), 3):

@@ -4,15 +4,16 @@
 
 Each model of ``MODELS`` (seed, M): every size that still copies at the end of
 ``default_K6_N100_seed{0,1}_steps100k.json``, one size per seed that generalizes there (a
-control), and seed 1's M = N model, which let go of its images late in its run. Each starts where its run ended (templates, colour means, colour variance;
+control), and seed 1's M = N model, which let go of its images late in its run. Each starts
+where its run ended (templates, colour means, colour variance;
 :func:`gmmmem.train_templates.train_templates` with ``init``) and trains ``STEPS`` more steps at
 a constant learning rate ``LR`` (about the run's rate at the start of its last third) after a
 2% warm-up, with the run's optimizer settings (Adam from a fresh state, beta2 0.999, update EMA
 0.99, 2 noise draws) and new training noise (seed 100 + the run's seed). The memorization ratio
 is measured every ``EVERY`` steps on the run's sampler noise (200 samples), float32 training on
 one torch thread. The file is rewritten (atomically) as each model is done: a rerun skips the
-models already in it and resumes the one in progress from its checkpoint (``OUT.seed{seed}_M{M}.checkpoint``, removed
-once the model is in OUT).
+models already in it and resumes the one in progress from its checkpoint
+(``OUT.seed{seed}_M{M}.checkpoint``, removed once the model is in OUT).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from gmmmem import files, provenance
-from gmmmem.experiments import EvalConfig, TemplateTransitionResult, sample_ratios
+from gmmmem.experiments import TemplateTransitionResult, sample_ratios
 from gmmmem.train import TrainConfig
 from gmmmem.train_templates import train_templates
 
@@ -42,7 +43,7 @@ KEEP_EVERY = 200
 def continued(r: TemplateTransitionResult, M: int, seed: int, checkpoint: Path) -> dict:
     """Train size M of run ``r`` on from its end; the record of the continuation."""
     j = r.model_sizes.index(M)
-    run = TrainConfig(**r.provenance["settings"]["train_config"])
+    run = r.train_config
     config = TrainConfig(steps=STEPS, peak_lr=LR, final_lr=LR, warmup_frac=WARMUP,
                          num_draws=run.num_draws, update_ema=run.update_ema,
                          init_var=r.learned_var[j], seed=100 + seed, adam_beta2=run.adam_beta2)
@@ -53,7 +54,7 @@ def continued(r: TemplateTransitionResult, M: int, seed: int, checkpoint: Path) 
     trained = train_templates(images, [M], config, "cpu", progress=False, init=init,
                               checkpoint=checkpoint, checkpoint_every=1000, snapshots=snapshots)
     X = torch.as_tensor(r.X, dtype=torch.float64)
-    ev = EvalConfig(**r.provenance["settings"]["eval_config"])
+    ev = r.eval_config
     ratios = [sample_ratios(trained.snapshots[s], X, ev, r.seed)[0] for s in snapshots]
     ratios.append(sample_ratios(trained, X, ev, r.seed)[0])
     keep = np.arange(KEEP_EVERY - 1, STEPS, KEEP_EVERY)

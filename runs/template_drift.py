@@ -21,7 +21,6 @@ import torch
 
 from gmmmem import files, provenance
 from gmmmem.experiments import TemplateTransitionResult
-from gmmmem.train import TrainConfig
 from gmmmem.train_templates import DRIFT_BLOCK, variance_drift
 
 RUNS = {seed: Path(f"data/phase_transition/templates/default_K6_N100_seed{seed}_steps100k.json")
@@ -49,7 +48,6 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for seed, path in RUNS.items():
         r = TemplateTransitionResult.load(path)
-        config = TrainConfig(**r.provenance["settings"]["train_config"])
         images = torch.as_tensor(r.X).reshape(len(r.X), 3, *r.true_templates.shape[1:])
         for j, M in enumerate(r.model_sizes):
             if M not in SIZES:
@@ -57,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             drift = variance_drift(images, torch.as_tensor(r.learned_templates[j]),
                                    torch.as_tensor(r.learned_color_means[j]), r.learned_var[j],
-                                   config, batches=BATCHES, burn_in=BURN_IN, seed=DRIFT_SEED)
+                                   r.train_config, batches=BATCHES, burn_in=BURN_IN, seed=DRIFT_SEED)
             rows.append({"seed": seed, "M": M, **vars(drift),
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(seed, M, f"gradient {drift.gradient:.3g} ± {drift.gradient_stderr:.2g}, "
