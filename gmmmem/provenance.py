@@ -79,8 +79,13 @@ def record(settings: dict[str, Any], device: torch.device, seconds: float) -> di
 
 def upgraded(settings: dict[str, Any]) -> dict[str, Any]:
     """Recorded settings in today's form: fields added since a record was made get the value
-    they had then (``var`` of a phase-transition run 1, Adam's ``adam_beta2`` 0.999)."""
+    they had then (``var`` of a phase-transition run 1, Adam's ``adam_beta2`` 0.999; a template
+    continuation's one learning rate and length, its plan ``lr1e-3``)."""
     out = dict(settings)
+    if out.get("experiment") == "template_continuation" and "plan" not in out:
+        lr, steps, every = out.pop("lr"), out.pop("steps"), out.pop("every")
+        out = {**out, "plan": "lr1e-3", "models": [[*m, lr, steps] for m in out["models"]],
+               "measures": steps // every}
     if out.get("experiment") == "phase_transition" and "var" not in out:
         out["var"] = 1.0
     train = out.get("train_config")
