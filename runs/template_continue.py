@@ -14,9 +14,10 @@ noise (200 samples); float32 training, one torch thread per model.
 - ``lr1e-3``: every size that still copies at the end of its run, one size per seed that
   generalizes there (a control), and seed 1's M = N model, which let go of its images late in
   its run; 40,000 steps at 1e-3 (about the run's rate at the start of its last third).
-- ``smaller-lr``: seed 0's copying M = N model at 1e-4 (300,000 steps) and 3e-4 (100,000), the
-  copying model of the weakest drift below N (seed 1, M = 96) at 3e-4, and seed 1's M = 95,
-  still on its way after the first plan, at 1e-3 for 100,000 steps.
+- ``smaller-lr``: seed 0's copying M = N model at 1e-4 (600,000 steps) and 3e-4 (200,000), the
+  copying model of the weakest drift below N (seed 1, M = 96) at 3e-4 (200,000), and seed 1's
+  M = 95, still on its way after the first plan, at 1e-3 for 100,000 steps (summed learning
+  rates of 60, 60, 60 and 100, against 40 in the first plan).
 
 ``--workers`` models train at once, each in its own process. The file is rewritten
 (atomically) as each model is done: a rerun skips the models already in it and resumes those in
@@ -47,7 +48,7 @@ RUNS = {seed: Path(f"data/phase_transition/templates/default_K6_N100_seed{seed}_
 PLANS = {
     "lr1e-3": tuple((seed, M, 1e-3, 40_000) for seed, M in
                     ((0, 94), (0, 95), (0, 100), (1, 95), (1, 96), (0, 96), (1, 94), (1, 100))),
-    "smaller-lr": ((0, 100, 1e-4, 300_000), (0, 100, 3e-4, 100_000), (1, 96, 3e-4, 100_000),
+    "smaller-lr": ((0, 100, 1e-4, 600_000), (0, 100, 3e-4, 200_000), (1, 96, 3e-4, 200_000),
                    (1, 95, 1e-3, 100_000)),
 }
 WARMUP = 0.02
