@@ -19,10 +19,10 @@ noise (200 samples); float32 training, one torch thread per model.
   M = 95, still on its way after the first plan, at 1e-3 for 100,000 steps (summed learning
   rates of 60, 60, 60 and 100, against 40 in the first plan).
 
-``--workers`` models train at once, each in its own process. The file is rewritten
-(atomically) as each model is done: a rerun skips the models already in it and resumes those in
-progress from their checkpoints (``OUT.seed{seed}_M{M}_lr{lr}.checkpoint``, removed once the
-model is in OUT).
+``--workers`` models train at once, each in its own process (one: in this process). The file
+is rewritten (atomically) as each model is done: a rerun skips the models already in it and
+resumes those in progress from their checkpoints (``OUT.seed{seed}_M{M}_lr{lr}.checkpoint``,
+removed once the model is in OUT).
 """
 
 from __future__ import annotations
@@ -115,6 +115,20 @@ def _key(record: dict) -> tuple:
     return record["seed"], record["M"], record["train_config"]["peak_lr"], record["train_config"]["steps"]
 
 
+def _trained(todo: list[tuple], workers: int, out: Path):
+    """Each model of ``todo`` with its record, as it is done: in this process for one worker,
+    else ``workers`` at a time, each in a fresh interpreter on one thread."""
+    if workers == 1:
+        for model in todo:
+            yield model, continued(*model, _checkpoint(out, model))
+        return
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        running = {pool.submit(continued, *model, _checkpoint(out, model)): model for model in todo}
+        for future in as_completed(running):
+            yield running[future], future.result()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = provenance.start_run_file(parser, argv)
@@ -124,22 +138,15 @@ def main(argv: list[str] | None = None) -> None:
     plan = PLANS[args.plan]
     records = json.loads(out.read_text())["models"] if out.exists() else []
     done = {_key(rec) for rec in records}
-    todo = [m for m in plan if m not in done]
-    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter per worker, one thread each
-    with ProcessPoolExecutor(args.workers, mp_context=spawn, initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:
-        running = {pool.submit(continued, *m, _checkpoint(out, m)): m for m in todo}
-        for future in as_completed(running):
-            model = running[future]
-            record = future.result()
-            records.append(record)
-            records.sort(key=lambda rec: plan.index(_key(rec)))
-            total = sum(rec["provenance"]["wall_seconds"] for rec in records)
-            files.write_json(out, {"provenance": provenance.record(settings(args), torch.device("cpu"), total),
-                                   "models": records})
-            _checkpoint(out, model).unlink()
-            print(*model[:2], f"lr {model[2]:g}", "ratio", " ".join(f"{p:.2f}" for p in record["memorization_ratio"]),
-                  f"var {record['start_var']:.1e} -> {record['var'][-1]:.1e}", flush=True)
+    for model, record in _trained([m for m in plan if m not in done], args.workers, out):
+        records.append(record)
+        records.sort(key=lambda rec: plan.index(_key(rec)))
+        total = sum(rec["provenance"]["wall_seconds"] for rec in records)
+        files.write_json(out, {"provenance": provenance.record(settings(args), torch.device("cpu"), total),
+                               "models": records})
+        _checkpoint(out, model).unlink()
+        print(*model[:2], f"lr {model[2]:g}", "ratio", " ".join(f"{p:.2f}" for p in record["memorization_ratio"]),
+              f"var {record['start_var']:.1e} -> {record['var'][-1]:.1e}", flush=True)
 
 
 if __name__ == "__main__":
