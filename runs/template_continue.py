@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python runs/template_continue.py --out data/phase_transition/templates/continued_K6_N100_lr1e-3_steps40k.json
     OMP_NUM_THREADS=1 python runs/template_continue.py --plan smaller-lr --workers 2 --out data/phase_transition/templates/continued_K6_N100_smaller_lr.json
+    OMP_NUM_THREADS=1 python runs/template_continue.py --plan lr3e-4 --out data/phase_transition/templates/continued_K6_N100_lr3e-4.json
 
 Each model of a plan (``PLANS``: seed, M, learning rate, steps) starts where its run of
 ``default_K6_N100_seed{0,1}_steps100k.json`` ended (templates, colour means, colour variance;
@@ -18,6 +19,9 @@ noise (200 samples); float32 training, one torch thread per model.
   copying model of the weakest drift below N (seed 1, M = 96) at 3e-4 (200,000), and seed 1's
   M = 95, still on its way after the first plan, at 1e-3 for 100,000 steps (summed learning
   rates of 60, 60, 60 and 100, against 40 in the first plan).
+- ``lr3e-4``: at 3e-4 the rest of what decides the ratio curve at that rate: seed 1's M = N
+  model, which let go during its run (200,000 steps), and seed 0's copying M = 95 and 94
+  (100,000 steps each).
 
 ``--workers`` models train at once, each in its own process (one: in this process). The file
 is rewritten (atomically) as each model is done: a rerun skips the models already in it and
@@ -50,6 +54,7 @@ PLANS = {
                     ((0, 94), (0, 95), (0, 100), (1, 95), (1, 96), (0, 96), (1, 94), (1, 100))),
     "smaller-lr": ((0, 100, 1e-4, 600_000), (0, 100, 3e-4, 200_000), (1, 96, 3e-4, 200_000),
                    (1, 95, 1e-3, 100_000)),
+    "lr3e-4": ((1, 100, 3e-4, 200_000), (0, 95, 3e-4, 100_000), (0, 94, 3e-4, 100_000)),
 }
 WARMUP = 0.02
 #: The ratio is measured this many times, evenly over the steps; the variance history is kept
