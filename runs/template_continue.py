@@ -32,8 +32,11 @@ removed once the model is in OUT).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import multiprocessing
+import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -120,6 +123,13 @@ def _key(record: dict) -> tuple:
     return record["seed"], record["M"], record["train_config"]["peak_lr"], record["train_config"]["steps"]
 
 
+def _worker_start() -> None:
+    """Start a worker: one torch thread, and on Linux ended when the run that spawned it ends."""
+    torch.set_num_threads(1)
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _trained(todo: list[tuple], workers: int, out: Path):
     """Each model of ``todo`` with its record, as it is done: in this process for one worker,
     else ``workers`` at a time, each in a fresh interpreter on one thread."""
@@ -128,7 +138,7 @@ def _trained(todo: list[tuple], workers: int, out: Path):
             yield model, continued(*model, _checkpoint(out, model))
         return
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start) as pool:
         running = {pool.submit(continued, *model, _checkpoint(out, model)): model for model in todo}
         for future in as_completed(running):
             yield running[future], future.result()
