@@ -25,8 +25,8 @@ noise (200 samples); float32 training, one torch thread per model.
 
 ``--workers`` models train at once, each in its own process (one: in this process). The file
 is rewritten (atomically) as each model is done: a rerun skips the models already in it and
-resumes those in progress from their checkpoints (``OUT.seed{seed}_M{M}_lr{lr}.checkpoint``,
-removed once the model is in OUT).
+resumes those in progress from their checkpoints
+(``OUT.seed{seed}_M{M}_lr{lr}_steps{steps}.checkpoint``, removed once the model is in OUT).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _checkpoint(out: Path, model: tuple) -> Path:
     """Where the model (seed, M, learning rate, steps) in progress keeps its checkpoint."""
-    return out.with_name(f"{out.name}.seed{model[0]}_M{model[1]}_lr{model[2]:g}.checkpoint")
+    return out.with_name(f"{out.name}.seed{model[0]}_M{model[1]}_lr{model[2]:g}_steps{model[3]}.checkpoint")
 
 
 def _key(record: dict) -> tuple:
